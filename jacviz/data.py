@@ -22,9 +22,11 @@ CLASS_NAMES = {
                 "dog", "frog", "horse", "ship", "truck"],
 }
 EXPECTED_FILES = {
-    "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
+    "mnist": "MNIST/raw/train-images-idx3-ubyte, MNIST/raw/train-labels-idx1-ubyte, "
+             "MNIST/raw/t10k-images-idx3-ubyte, MNIST/raw/t10k-labels-idx1-ubyte",
     "usps": "usps.t.bz2 (test split; usps.bz2 for train)",
-    "cifar10": "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
+    "cifar10": "cifar-10-batches-py/data_batch_1 ... data_batch_5, cifar-10-batches-py/test_batch, "
+               "cifar-10-batches-py/batches.meta",
 }
 
 

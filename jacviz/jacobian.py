@@ -19,13 +19,14 @@ def _unit_vectors(shape: tuple[int, ...], like: torch.Tensor, generator=None) ->
 
 
 def jacobian_penalty(x: torch.Tensor, logits: torch.Tensor, n_proj: int | None = 1,
-                     create_graph: bool = True, generator=None) -> torch.Tensor:
+                     create_graph: bool = True, generator=None, reduction: str = "mean") -> torch.Tensor:
     """Batch mean of ||J(x)||_F^2, estimated by random projections (eqs. 7-8, Algorithm 1).
 
     x: (B, ...) input with ``requires_grad=True`` that ``logits`` (B, C) were computed from.
     n_proj: number of random unit vectors per sample (each flattened over the batch for one
       backward pass); ``None`` gives the exact value, the sum over the C basis vectors (eq. 6),
       computed as one batched vector-Jacobian product rather than C separate backward passes.
+    reduction: 'mean' (batch mean, eq. 5) or 'none' (per-sample estimates, shape (B,)).
     Returns a scalar, differentiable w.r.t. the model parameters when ``create_graph`` is True
     (the gradient of the penalty must reach the weights, or JR trains nothing).
     Estimator: C * |v . J|^2 with v uniform on S^{C-1} is unbiased for ||J||_F^2 (eq. 7) with
@@ -33,17 +34,20 @@ def jacobian_penalty(x: torch.Tensor, logits: torch.Tensor, n_proj: int | None =
     """
     B, C = logits.shape
     if n_proj is None:
-        eye = torch.eye(C, device=logits.device, dtype=logits.dtype)
-        grad_out = eye[:, None, :].expand(C, B, C)  # C basis vectors, each applied to all samples
-        (jv,) = torch.autograd.grad(logits, x, grad_out, create_graph=create_graph, retain_graph=True,
-                                    is_grads_batched=True)
-        return jv.pow(2).sum() / B
-    total = logits.new_zeros(())
+        # One VJP per basis vector e_c, all on the same graph. (A single vmapped VJP with
+        # is_grads_batched is fast without create_graph, but its double-backward falls back to a
+        # per-sample loop in PyTorch and was ~50x slower for training; see benchmarks/jr_overhead.py.)
+        per_sample = logits.new_zeros(B)
+        for c in range(C):
+            (jv,) = torch.autograd.grad(logits[:, c].sum(), x, create_graph=create_graph, retain_graph=True)
+            per_sample = per_sample + jv.pow(2).flatten(1).sum(1)
+        return per_sample.mean() if reduction == "mean" else per_sample
+    per_sample = logits.new_zeros(B)
     for _ in range(n_proj):
         v = _unit_vectors((B, C), logits, generator)
         (jv,) = torch.autograd.grad(logits, x, v, create_graph=create_graph, retain_graph=True)
-        total = total + C * jv.pow(2).sum() / (n_proj * B)
-    return total
+        per_sample = per_sample + C * jv.pow(2).flatten(1).sum(1) / n_proj
+    return per_sample.mean() if reduction == "mean" else per_sample
 
 
 def jacobian_l1_penalty(x: torch.Tensor, logits: torch.Tensor, create_graph: bool = True) -> torch.Tensor:

@@ -1,0 +1,231 @@
+"""Training with any mix of L2, dropout, Jacobian regularization and FGSM adversarial training.
+
+``fit(config)`` runs SGD with momentum on the joint loss of eq. 5,
+    L = CE + lambda_WD/2 |theta|^2 + lambda_JR/2 * mean_batch ||J(x)||_F^2,
+with the Jacobian taken w.r.t. the normalized input (paper convention) and estimated with
+Algorithm 1 (``n_proj`` random projections, or exact). It evaluates every ``eval_every``
+iterations, saves a resumable checkpoint atomically every ``checkpoint_every`` iterations, and
+writes the final checkpoint ``<out_dir>/<config.key()>.pt``. CPU runs are bit-reproducible:
+batch order comes from a per-epoch generator and every other random draw (dropout, projections,
+FGSM amplitudes) from the global generator, whose state the resume file stores.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+import models
+from . import checkpoints, data
+from .config import TrainConfig
+from .jacobian import jacobian_frobenius, jacobian_penalty
+
+ProgressFn = Callable[[dict], None]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    config: TrainConfig
+    metrics: dict
+    history: list
+    path: Path | None
+    finished: bool
+
+
+def fgsm_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """x + eps * sign(grad_x CE), clipped to [0,1] (eq. 10); eps: (B,) pixel-space amplitudes.
+
+    Used for adversarial training (eps ~ U[0, 0.01] per sample). Leaves no parameter grads.
+    """
+    xa = x.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    return (x + eps.view(shape) * g.sign()).clamp_(0, 1).detach()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    """Fraction of samples whose argmax logit equals the label (model in its current mode)."""
+    dev = next(model.parameters()).device
+    correct = 0
+    for s in range(0, len(x), batch):
+        correct += (model(x[s:s + batch].to(dev)).argmax(1).cpu() == y[s:s + batch]).sum().item()
+    return correct / max(1, len(x))
+
+
+def evaluate(model: nn.Module, dataset: str, n: int = 10000, n_jac: int | None = None) -> dict:
+    """Clean test accuracy on the first ``n`` test samples and mean exact ||J||_F on the first
+    ``n_jac`` (default n), in normalized and pixel space; USPS accuracy for MNIST models."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    x, y = data.load(dataset, "test")
+    x, y = x[:n], y[:n]
+    xj = x[: (n_jac or n)].to(dev)
+    jn = jacobian_frobenius(model, xj, "normalized").cpu()
+    std = models.input_std(model)
+    out = {"test_acc": accuracy(model, x, y), "n_test": len(x),
+           "jac_fro_normalized": jn.mean().item(), "jac_fro_pixel": (jn / std).mean().item(),
+           "n_jac": len(xj)}
+    if dataset == "mnist":
+        try:
+            xu, yu = data.load("usps", "test")
+            out["usps_acc"] = accuracy(model, xu, yu)
+        except data.DatasetMissingError as err:
+            out["usps_acc"] = None
+            out["usps_note"] = str(err)
+    model.train(was_training)
+    return out
+
+
+def _batch_indices(n: int, batch: int, it: int, seed: int, cache: dict) -> torch.Tensor:
+    """Indices for iteration ``it``: a fresh permutation each epoch from its own generator."""
+    steps = max(1, n // batch)
+    epoch, pos = divmod(it, steps)
+    if cache.get("epoch") != epoch:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        cache["epoch"], cache["perm"] = epoch, torch.randperm(n, generator=g)
+    return cache["perm"][pos * batch:(pos + 1) * batch]
+
+
+def lr_at(config: TrainConfig, it: int) -> float:
+    """Step schedule: lr divided by 10 at each milestone iteration (the paper's 'quenches')."""
+    return config.lr * 0.1 ** sum(it >= m for m in config.milestones)
+
+
+def fit(config: TrainConfig, out_dir: str | Path | None = None, progress: ProgressFn | None = None,
+        resume: bool = False, stop_after: int | None = None, show_progress: bool = True,
+        n_jac_during: int = 1000) -> TrainResult:
+    """Train ``config``; returns the model (eval mode), final metrics and per-eval history.
+
+    out_dir: where ``<key>.pt`` (final) and ``<key>.resume.pt`` (periodic) go; None = no files.
+    progress: called with a dict every few iterations ({'kind': 'step', 'iteration', 'total',
+      'loss', 'ce', 'jr', 'lr'}) and after each evaluation ({'kind': 'eval', ...metrics}).
+    resume: continue from ``<key>.resume.pt`` when it exists (same result as uninterrupted).
+    stop_after: stop (as if interrupted) after this many iterations, leaving the resume file.
+    n_jac_during: test samples for the mean ||J||_F at intermediate evaluations (final: all).
+    """
+    dev = resolve_device(config.device)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    key = config.key()
+    resume_path = out_dir / f"{key}.resume.pt" if out_dir else None
+
+    torch.manual_seed(config.seed)
+    model = models.build(config.model, dropout=config.dropout).to(dev)
+    std = models.input_std(model)
+    x_train, y_train = data.load(config.dataset, "train")
+    if config.few_shot_k:
+        idx = data.few_shot_indices(y_train, config.few_shot_k, config.seed)
+        x_train, y_train = x_train[idx], y_train[idx]
+    batch = len(x_train) if config.few_shot_k else config.batch_size
+    x_train, y_train = x_train.to(dev), y_train.to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay)
+
+    start, history, wall = 0, [], 0.0
+    if resume and resume_path and resume_path.exists():
+        st = torch.load(resume_path, map_location=dev, weights_only=True)
+        if st.get("key") != key:
+            raise checkpoints.CheckpointError(f"{resume_path.name} belongs to another config")
+        model.load_state_dict(st["state_dict"])
+        opt.load_state_dict(st["optimizer"])
+        start, history, wall = st["iteration"], st["history"], st["wall_time_s"]
+        torch.set_rng_state(st["rng_cpu"])
+        if dev.type == "cuda" and "rng_cuda" in st:
+            torch.cuda.set_rng_state(st["rng_cuda"])
+
+    def save_resume(it: int, elapsed: float) -> None:
+        st = {"key": key, "config": config.to_dict(), "iteration": it, "history": history,
+              "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+              "wall_time_s": elapsed, "rng_cpu": torch.get_rng_state()}
+        if dev.type == "cuda":
+            st["rng_cuda"] = torch.cuda.get_rng_state()
+        checkpoints.atomic_torch_save(st, resume_path)
+
+    end = config.iterations if stop_after is None else min(config.iterations, stop_after)
+    bar = tqdm(total=config.iterations, initial=start, disable=not show_progress,
+               desc=f"train {config.label()}", unit="it", dynamic_ncols=True)
+    perm_cache: dict = {}
+    t0 = time.perf_counter() - wall
+    run = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "n": 0}
+    model.train()
+    for it in range(start, end):
+        lr = lr_at(config, it)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = _batch_indices(len(x_train), batch, it, config.seed, perm_cache)
+        x, y = x_train[idx], y_train[idx]
+        if config.adv_train:
+            eps = torch.rand(len(x), device=dev) * config.adv_eps_max
+            x = fgsm_perturb(model, x, y, eps)
+        if config.jr:
+            x = x.detach().requires_grad_(True)
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
+        loss = ce
+        jr_val = torch.zeros((), device=dev)
+        if config.jr:
+            # penalty w.r.t. the normalized input: ||J_norm||^2 = std^2 ||J_pixel||^2
+            jr_val = jacobian_penalty(x, logits, config.n_proj) * std ** 2
+            loss = loss + config.jr / 2 * jr_val
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss became {loss.item()} at iteration {it}; lower the lr")
+        run["loss"] += loss.item(); run["ce"] += ce.item(); run["jr"] += jr_val.item(); run["n"] += 1
+        done = it + 1
+        bar.update(1)
+        if progress and (done % 20 == 0 or done == config.iterations):
+            progress({"kind": "step", "iteration": done, "total": config.iterations,
+                      "loss": loss.item(), "ce": ce.item(), "jr": jr_val.item(), "lr": lr})
+        if done % config.eval_every == 0 or done == config.iterations:
+            m = evaluate(model, config.dataset, config.eval_samples, n_jac_during)
+            n = max(1, run["n"])
+            rec = {"iteration": done, "train_loss": run["loss"] / n, "train_ce": run["ce"] / n,
+                   "train_jr": run["jr"] / n, "lr": lr, "wall_time_s": time.perf_counter() - t0,
+                   "test_acc": m["test_acc"], "jac_fro_normalized": m["jac_fro_normalized"],
+                   "jac_fro_pixel": m["jac_fro_pixel"], "n_jac": m["n_jac"]}
+            history.append(rec)
+            run = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "n": 0}
+            bar.set_postfix(acc=f"{rec['test_acc']:.4f}", J=f"{rec['jac_fro_normalized']:.2f}")
+            if progress:
+                progress({"kind": "eval", **rec})
+        if resume_path and done < config.iterations and (done % config.checkpoint_every == 0 or done == end):
+            save_resume(done, time.perf_counter() - t0)
+    bar.close()
+    model.eval()
+    finished = end >= config.iterations
+    if not finished:
+        return TrainResult(model, config, {}, history, resume_path, False)
+
+    wall = time.perf_counter() - t0
+    metrics = evaluate(model, config.dataset, config.eval_samples)
+    metrics.update({"train_time_s": round(wall, 1), "iterations": config.iterations,
+                    "final_train_loss": history[-1]["train_loss"] if history else None})
+    # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses
+    meta = {"torch": str(torch.__version__), "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+            "date": time.strftime("%Y-%m-%d")}
+    path = None
+    if out_dir:
+        path = checkpoints.save(out_dir / f"{key}.pt", model, config, metrics, history, meta)
+        if resume_path.exists():
+            resume_path.unlink()
+    return TrainResult(model, config, metrics, history, path, True)

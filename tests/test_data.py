@@ -1,0 +1,45 @@
+"""Loaders on the real datasets (JACVIZ_DATA; a missing dataset fails, it is not skipped)."""
+import pytest
+import torch
+
+from jacviz import data
+
+
+@pytest.mark.parametrize("name,split,n,shape", [
+    ("mnist", "train", 60000, (1, 28, 28)), ("mnist", "test", 10000, (1, 28, 28)),
+    ("usps", "test", 2007, (1, 28, 28)),
+    ("cifar10", "train", 50000, (3, 32, 32)), ("cifar10", "test", 10000, (3, 32, 32)),
+])
+def test_shapes_ranges_counts(name, split, n, shape):
+    x, y = data.load(name, split)
+    assert x.shape == (n, *shape) and x.dtype == torch.float32
+    assert y.shape == (n,) and y.dtype == torch.int64
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9
+    assert sorted(torch.unique(y).tolist()) == list(range(10))
+
+
+def test_known_statistics():
+    x, y = data.load("mnist", "train")
+    assert x.mean().item() == pytest.approx(0.1307, abs=5e-4)
+    assert x.std().item() == pytest.approx(0.3081, abs=5e-4)
+    assert y[:5].tolist() == [5, 0, 4, 1, 9]
+    xc, yc = data.load("cifar10", "train")
+    assert xc.mean(dim=(0, 2, 3)).tolist() == pytest.approx([0.4914, 0.4822, 0.4465], abs=5e-4)
+    assert torch.bincount(yc).tolist() == [5000] * 10
+
+
+def test_few_shot_k_per_class():
+    _, y = data.load("mnist", "train")
+    for k in (1, 3, 10, 30):
+        idx = data.few_shot_indices(y, k, seed=3)
+        assert torch.bincount(y[idx], minlength=10).tolist() == [k] * 10
+    assert torch.equal(data.few_shot_indices(y, 3, 0), data.few_shot_indices(y, 3, 0))
+    assert not torch.equal(data.few_shot_indices(y, 3, 0), data.few_shot_indices(y, 3, 1))
+
+
+def test_missing_dataset_names_folder_and_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("JACVIZ_DATA", str(tmp_path))
+    with pytest.raises(data.DatasetMissingError) as err:
+        data.load("mnist", "test")
+    msg = str(err.value)
+    assert str(tmp_path) in msg and "MNIST/raw" in msg and "idx3-ubyte" in msg

@@ -1,0 +1,95 @@
+"""Training on real MNIST: smoke accuracy, determinism, resume, checkpoints, CLI."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from jacviz import checkpoints
+from jacviz.config import TrainConfig
+from jacviz.train import fit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_smoke_run_beats_90_percent(tmp_path):
+    cfg = TrainConfig(iterations=300, milestones=(), eval_every=300, eval_samples=2000, jr=0.01, device="cpu")
+    res = fit(cfg, out_dir=tmp_path, show_progress=False)
+    assert res.metrics["test_acc"] > 0.90
+    assert res.path == tmp_path / f"{cfg.key()}.pt" and res.path.exists()
+    assert res.metrics["jac_fro_pixel"] == pytest.approx(res.metrics["jac_fro_normalized"] / 0.3081, rel=1e-5)
+    ck = checkpoints.load(res.path)
+    assert ck.config == cfg and ck.label == "JR"
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(ck.model(x), res.model(x))
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    # dropout, JR projections and FGSM amplitudes all draw random numbers: all must be restored
+    cfg = TrainConfig(iterations=120, milestones=(60,), eval_every=40, checkpoint_every=40, eval_samples=500,
+                      dropout=0.5, jr=0.01, adv_train=True, weight_decay=5e-4, device="cpu")
+    full = fit(cfg, out_dir=tmp_path / "a", show_progress=False)
+    part = fit(cfg, out_dir=tmp_path / "b", show_progress=False, stop_after=80)
+    assert not part.finished and (tmp_path / "b" / f"{cfg.key()}.resume.pt").exists()
+    resumed = fit(cfg, out_dir=tmp_path / "b", show_progress=False, resume=True)
+    assert resumed.finished and not (tmp_path / "b" / f"{cfg.key()}.resume.pt").exists()
+    sa, sb = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    for k in ("test_acc", "jac_fro_normalized", "usps_acc"):
+        assert full.metrics[k] == resumed.metrics[k]
+    assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
+
+
+def test_corrupt_and_foreign_files_give_clear_errors(tmp_path):
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"not a torch file at all")
+    with pytest.raises(checkpoints.CheckpointError, match="cannot be read"):
+        checkpoints.load(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(checkpoints.CheckpointError, match="not a jacviz checkpoint"):
+        checkpoints.load(foreign)
+    good, unusable = checkpoints.scan(tmp_path)
+    assert good == [] and {p.name for p, _ in unusable} == {"corrupt.pt", "foreign.pt"}
+
+
+def test_load_is_weights_only(tmp_path):
+    """A pickle that would run code on load is refused (weights_only=True)."""
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed!",))
+    p = tmp_path / "evil.pt"
+    torch.save({"format": checkpoints.FORMAT, "x": Evil()}, p)
+    with pytest.raises(checkpoints.CheckpointError, match="cannot be read"):
+        checkpoints.load(p)
+
+
+def test_config_key_and_label():
+    a = TrainConfig(jr=0.01)
+    assert a.key() == TrainConfig(jr=0.01, device="cuda").key()  # device does not change the name
+    assert a.key() != TrainConfig(jr=0.01, seed=1).key()
+    assert TrainConfig().label() == "none"
+    assert TrainConfig(weight_decay=5e-4, dropout=0.5, jr=0.01, adv_train=True).label() == "L2+dropout+JR+AT"
+    assert TrainConfig.from_dict(a.to_dict()) == a
+
+
+def test_cli_train_writes_loadable_checkpoint(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "jacviz", "train", "--iterations", "60", "--eval-samples", "300",
+                          "--jr", "0.01", "--out", str(tmp_path), "--device", "cpu", "--manifest"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["label"] == "JR" and 0 < summary["test_acc"] <= 1 and summary["jac_fro_normalized"] > 0
+    assert "it/s" in out.stderr  # progress bar shown
+    ck = checkpoints.load(summary["checkpoint"])
+    assert ck.metrics["test_acc"] == summary["test_acc"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["checkpoints"][0]["label"] == "JR"
+
+
+def test_few_shot_mode(tmp_path):
+    cfg = TrainConfig(few_shot_k=3, lr=0.01, iterations=100, milestones=(), eval_every=100, eval_samples=500, device="cpu")
+    res = fit(cfg, show_progress=False)
+    assert 0.2 < res.metrics["test_acc"] < 0.95  # 30 training images: better than chance, far from full data
