@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 import models
 from . import checkpoints, data
+from .attacks import fgsm
 from .config import TrainConfig
 from .jacobian import jacobian_frobenius, jacobian_penalty
 
@@ -46,17 +47,6 @@ class TrainResult:
     history: list
     path: Path | None
     finished: bool
-
-
-def fgsm_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """x + eps * sign(grad_x CE), clipped to [0,1] (eq. 10); eps: (B,) pixel-space amplitudes.
-
-    Used for adversarial training (eps ~ U[0, 0.01] per sample). Leaves no parameter grads.
-    """
-    xa = x.detach().clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    return (x + eps.view(shape) * g.sign()).clamp_(0, 1).detach()
 
 
 @torch.no_grad()
@@ -173,7 +163,7 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, progress: Progre
         x, y = x_train[idx], y_train[idx]
         if config.adv_train:
             eps = torch.rand(len(x), device=dev) * config.adv_eps_max
-            x = fgsm_perturb(model, x, y, eps)
+            x = fgsm(model, x, y, eps)  # eq. 10 per sample, in train mode as the step itself
         if config.jr:
             x = x.detach().requires_grad_(True)
         logits = model(x)

@@ -11,7 +11,6 @@ from jacviz import data
 from models import build
 
 os.environ.setdefault("JACVIZ_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
