@@ -28,10 +28,10 @@ def test_smoke_run_beats_90_percent(tmp_path):
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     # dropout, JR projections and FGSM amplitudes all draw random numbers: all must be restored
-    cfg = TrainConfig(iterations=120, milestones=(60,), eval_every=40, checkpoint_every=40, eval_samples=500,
+    cfg = TrainConfig(iterations=60, milestones=(30,), eval_every=20, checkpoint_every=20, eval_samples=300,
                       dropout=0.5, jr=0.01, adv_train=True, weight_decay=5e-4, device="cpu")
     full = fit(cfg, out_dir=tmp_path / "a", show_progress=False)
-    part = fit(cfg, out_dir=tmp_path / "b", show_progress=False, stop_after=80)
+    part = fit(cfg, out_dir=tmp_path / "b", show_progress=False, stop_after=40)
     assert not part.finished and (tmp_path / "b" / f"{cfg.key()}.resume.pt").exists()
     resumed = fit(cfg, out_dir=tmp_path / "b", show_progress=False, resume=True)
     assert resumed.finished and not (tmp_path / "b" / f"{cfg.key()}.resume.pt").exists()
