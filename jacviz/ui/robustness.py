@@ -1,0 +1,189 @@
+"""Page: accuracy under noise / FGSM / PGD and fooling-distance CDFs (Figure 3, S3-S5)."""
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from jacviz import attacks, checkpoints, robustness
+from jacviz.ui import common
+
+st.title("Robustness")
+st.caption(
+    "Section 3.2 of the paper: test accuracy under white noise (eq. 9), FGSM (eq. 10) and PGD (FGSM steps of "
+    "1/255 within L∞ ≤ 32/255 on MNIST, 16/255 on CIFAR-10), and the test error as a function of the minimal "
+    "L2 distance at which each attack fools the model (Figure 3c, S5; Carlini-Wagner as in Appendix F). All "
+    "budgets and distances are in [0, 1] pixel space. Samples never fooled are counted, never dropped; the "
+    "'worst' curve takes the smallest distance over the attacks per sample; gradient-masking checks flag "
+    "results that look too good to be true.")
+
+SHIPPED = checkpoints.SHIPPED_DIR / "robustness.json"
+RUNS = checkpoints.user_dir() / "robustness_runs"
+ATTACK_NAMES = {"noise": "white noise", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW-L2"}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _load(path: str, mtime_ns: int) -> dict:
+    return robustness.load_results(path)
+
+
+def _cw_text(cw: dict, name: str = "") -> str:
+    return (f"{name + ': ' if name else ''}{cw['binary_steps']} binary-search rounds × {cw['steps']} Adam steps, "
+            f"lr {cw['lr']:g}, c0 = {cw['c0']:g}")
+
+
+def _figures(results: dict, labels: tuple) -> dict:
+    groups = [g for g in results.get("groups", []) if g["label"] in labels]
+    return robustness.figures_from_results({"groups": groups})
+
+
+def show(results: dict, source: str, key: str, path: str) -> None:
+    """Figures, summary table, masking flags and downloads of one results dict."""
+    groups = results.get("groups", [])
+    if not groups:
+        st.info("These results hold no evaluated model.")
+        return
+    meta = results.get("meta", {})
+    labels = [g["label"] for g in groups]
+    chosen = st.multiselect("Models shown", labels, default=labels, key=f"rob_show_{key}")
+    st.caption(f"{source}: first {meta.get('n_requested', '?')} test samples, computed on "
+               f"{meta.get('device_name') or meta.get('device', '?')} ({meta.get('device', '?')}), "
+               f"torch {meta.get('torch', '?')}, {meta.get('date', '?')}."
+               + (f" CW-L2: {_cw_text(meta['cw'])}." if "cw" in meta.get("attacks", []) and meta.get("cw") else ""))
+    keys = {g["group_key"]: g["label"] for g in groups if g["label"] in chosen}
+    rows = []
+    for r in results.get("models", []):
+        if r.get("group_key") not in keys:
+            continue
+        row = {"model": keys[r["group_key"]], "seed": r.get("seed"), "n": r.get("n"),
+               "clean accuracy": r.get("clean_accuracy")}
+        for meth, d in r.get("distances", {}).items():
+            s = robustness.summarize(d)
+            name = ATTACK_NAMES.get(meth, meth)
+            row[f"median L2 fooling distance, {name}"] = s["median"]
+            row[f"never fooled, {name}"] = s["fraction_never_fooled"]
+        row["masking flags"] = len(r.get("masking_flags", []))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.caption("Median L2 fooling distance: over the evaluated samples, 0 for samples already misclassified, "
+                   "∞ (shown as inf) when more than half were never fooled within the attack's budget. "
+                   "Never fooled: fraction of samples the attack did not fool within its budget.")
+    ran_checks = any("masking_flags" in r for r in results.get("models", []))
+    flagged = False
+    for g in groups:
+        if g["label"] in chosen:
+            for flag in g.get("masking_flags", []):
+                st.warning(f"**Gradient-masking check, {g['label']}:** {flag}")
+                flagged = True
+    if not ran_checks:
+        st.info("Gradient-masking checks were not run for these results.")
+    elif not flagged and chosen:
+        st.success("Gradient-masking checks (zero gradients, noise beating gradient attacks, PGD success "
+                   "non-monotone in its budget) raised no flag for the models shown.", icon=":material/check:")
+    if not chosen:
+        return
+    figs = _figures(results, tuple(chosen))
+    acc = [k for k in figs if k.startswith("accuracy_")]
+    fool = [k for k in figs if k.startswith("fooling_")]
+    per = [k for k in figs if k.startswith("attacks_")]
+    tabs = st.tabs(["Accuracy vs strength", "Fooling-distance CDFs", "Attacks compared per model"])
+    for tab, keys in zip(tabs, (acc, fool, per)):
+        with tab:
+            if not keys:
+                st.caption("Not computed in these results.")
+            cols = st.columns(2)
+            for i, k in enumerate(keys):
+                cols[i % 2].plotly_chart(figs[k], width="stretch", key=f"rob_fig_{key}_{k}",
+                                         config={"toImageButtonOptions": {"format": "png", "filename": k}})
+    c1, c2, _ = st.columns([1, 1, 3])
+    if not table.empty:
+        c1.download_button("Summary (CSV)", table.to_csv(index=False), "robustness_summary.csv", "text/csv",
+                           key=f"rob_csv_{key}", on_click="ignore")
+    c2.download_button("All results (JSON)", lambda: Path(path).read_bytes(), "robustness.json", "application/json",
+                       key=f"rob_json_{key}", on_click="ignore")
+
+
+# ---------------------------------------------------------------------------------- precomputed
+st.subheader("Precomputed results")
+if SHIPPED.is_file():
+    try:
+        show(_load(str(SHIPPED), SHIPPED.stat().st_mtime_ns), f"`{SHIPPED}`", "shipped", str(SHIPPED))
+    except (OSError, ValueError, KeyError) as err:
+        st.warning(f"`{SHIPPED}` could not be read ({type(err).__name__}: {err}).")
+else:
+    st.info(f"No precomputed results yet (`{SHIPPED}`). Write them with "
+            "`python -m jacviz robustness --checkpoints checkpoints --out checkpoints --no-png`, "
+            "or run an evaluation below.")
+
+# ---------------------------------------------------------------------------------- new run
+st.subheader("New evaluation")
+entries, _ = common.scan_models()
+if not entries:
+    st.info("No usable checkpoints to evaluate.")
+    st.stop()
+by_id = {e.id: e for e in entries}
+with st.form("rob_form"):
+    c1, c2, c3 = st.columns(3)
+    ids = c1.multiselect("Models (each on its own dataset's test set)", list(by_id),
+                         default=common.default_model_ids(entries), format_func=lambda i: by_id[i].name,
+                         key="rob_models")
+    chosen_attacks = c2.multiselect("Attacks", list(robustness.ATTACKS), default=["noise", "fgsm", "pgd"],
+                                    format_func=ATTACK_NAMES.get, key="rob_attacks",
+                                    help="CW-L2 is the strongest and by far the slowest")
+    n = c3.number_input("Test samples (first n of the test set; paper: 1000)", min_value=10, max_value=10000,
+                        value=200, step=50, key="rob_n")
+    cw_preset = c2.radio("CW-L2 protocol", ["fast", "paper"], horizontal=True, key="rob_cw",
+                         format_func=lambda p: _cw_text(attacks.CW_FAST if p == "fast" else attacks.CW_PAPER, p))
+    pgd_k = c3.number_input("PGD curve: iterations k = 0..K", min_value=1, max_value=200,
+                            value=robustness.DEFAULT_PGD_ITERATIONS, key="rob_pgd")
+    masking = c1.checkbox("Gradient-masking checks (on up to 500 samples)", value=True, key="rob_masking")
+    go_run = st.form_submit_button("Run", type="primary")
+
+if go_run:
+    if not ids or not chosen_attacks:
+        st.warning("Pick at least one model and one attack.")
+        st.stop()
+    sel = [by_id[i] for i in ids]
+    cw = dict(attacks.CW_FAST if cw_preset == "fast" else attacks.CW_PAPER)
+    spec = {"models": [[str(e.ckpt.path), e.ckpt.path.stat().st_mtime_ns] for e in sel],
+            "attacks": sorted(chosen_attacks), "n": int(n), "cw": cw, "pgd": int(pgd_k), "masking": masking,
+            "device": str(common.device())}
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    out_dir = RUNS / key
+    result_file = out_dir / "robustness.json"
+    if result_file.is_file():
+        st.caption(f"Same settings as an earlier run: loaded from `{result_file}`.")
+    else:
+        bar = st.progress(0.0, text="starting...")
+        done = {"k": 0}
+        names = {Path(e.ckpt.path).name: e.name for e in sel}
+
+        def log(msg: str) -> None:
+            head = msg.split(":", 1)[0]
+            if head in names:
+                bar.progress(done["k"] / len(sel), text=f"model {done['k'] + 1}/{len(sel)}: {names[head]} "
+                                                        f"({', '.join(ATTACK_NAMES[a] for a in chosen_attacks)}"
+                                                        f"{', masking checks' if masking else ''})")
+                done["k"] += 1
+
+        with st.spinner("Evaluating..."):
+            robustness.run_robustness([e.ckpt.path for e in sel], chosen_attacks, int(n), out_dir=out_dir,
+                                      device=common.device(), progress=False, cw_kwargs=cw,
+                                      pgd_iterations=int(pgd_k), masking=masking, png=False, log=log)
+        bar.progress(1.0, text="done")
+        (out_dir / "settings.json").write_text(json.dumps(spec, indent=1))
+    st.session_state["rob_last"] = str(result_file)
+
+last = st.session_state.get("rob_last")
+if last and Path(last).is_file():
+    show(_load(last, Path(last).stat().st_mtime_ns), f"Run `{Path(last).parent.name}`", "run", last)
+elif RUNS.is_dir() and any(RUNS.glob("*/robustness.json")):
+    earlier = sorted(RUNS.glob("*/robustness.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    pick = st.selectbox("Earlier runs in the user folder", [str(p) for p in earlier], key="rob_earlier",
+                        format_func=lambda p: f"{Path(p).parent.name} "
+                        f"({time.strftime('%Y-%m-%d %H:%M', time.localtime(Path(p).stat().st_mtime))})")
+    show(_load(pick, Path(pick).stat().st_mtime_ns), f"Run `{Path(pick).parent.name}`", "earlier", pick)

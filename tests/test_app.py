@@ -1,0 +1,236 @@
+"""The Streamlit app through streamlit.testing.v1.AppTest (no browser).
+
+Models: two LeNet' checkpoints trained here on real MNIST for 80 steps and saved into a temporary
+user folder, so the tests do not depend on which shipped checkpoints exist
+(shipped ones in checkpoints/ are listed too when present).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from jacviz.config import TrainConfig
+from jacviz.train import fit
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+TIMEOUT = 180  # seconds per script run: the CPU here is shared with training jobs
+PAGES = ["jacviz/ui/cells.py", "jacviz/ui/robustness.py", "jacviz/ui/train.py",
+         "jacviz/ui/estimator.py", "jacviz/ui/about.py"]
+
+
+@pytest.fixture(scope="session")
+def user_models(tmp_path_factory):
+    """(folder, [config keys]): a plain and a JR LeNet', 80 SGD steps on real MNIST each (seconds),
+    trained and saved by jacviz.train.fit like any user model."""
+    folder = tmp_path_factory.mktemp("user_ckpts")
+    keys = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the app does on CPU: small batches, shared machine (see ui/common.py)
+    try:
+        for jr in (0.0, 0.1):
+            cfg = TrainConfig(lr=0.05, iterations=80, milestones=(), jr=jr, seed=11, eval_every=80,
+                              eval_samples=500, checkpoint_every=80, device="cpu")
+            fit(cfg, out_dir=folder, show_progress=False)
+            keys.append(cfg.key())
+    finally:
+        torch.set_num_threads(threads)
+    return folder, keys
+
+
+@pytest.fixture
+def app(user_models, monkeypatch):
+    monkeypatch.setenv("JACVIZ_USER_CHECKPOINTS", str(user_models[0]))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["cells_res"] = 51  # keep the test grids small
+    return at
+
+
+def _errors(at):
+    return [e.value for e in at.error] + [str(e.value) for e in at.exception]
+
+
+def _figure(at) -> dict:
+    charts = at.get("plotly_chart")
+    assert charts, "no plotly chart on the page"
+    return json.loads(charts[0].proto.spec)
+
+
+def _table(at):
+    return at.dataframe[0].value
+
+
+def test_every_page_runs(app):
+    app.run()
+    assert not app.exception, _errors(app)
+    assert app.get("plotly_chart"), "the landing page shows the decision-cell figure"
+    for page in PAGES[1:] + PAGES[:1]:
+        app.switch_page(page).run()
+        assert not app.exception, (page, _errors(app))
+        assert not app.error, (page, _errors(app))
+
+
+def test_sample_plane_and_models_change_output(app, user_models):
+    app.run()
+    assert not app.exception, _errors(app)
+    fig0, tab0 = _figure(app), _table(app)
+
+    app.number_input(key="cells_sample").set_value(5).run()
+    assert not app.exception, _errors(app)
+    fig1, tab1 = _figure(app), _table(app)
+    assert fig1["data"] != fig0["data"]
+    assert not tab1.equals(tab0)
+    assert app.query_params["sample"] == "5"
+
+    app.selectbox(key="cells_plane").set_value("samples").run()
+    assert not app.exception, _errors(app)
+    fig2 = _figure(app)
+    assert fig2["data"] != fig1["data"]
+    assert app.query_params["plane"] == "samples"
+
+    ms = app.multiselect(key="cells_models")
+    before = list(ms.value)
+    after = user_models[1] if before != user_models[1] else user_models[1][:1]
+    ms.set_value(after).run()
+    assert not app.exception, _errors(app)
+    tab3 = _table(app)
+    assert len(tab3) == len(after) and list(tab3["model"]) != list(tab1["model"])
+    assert _figure(app)["data"] != fig2["data"]
+    assert app.query_params["models"] == ",".join(after)
+
+
+def test_corrupt_and_foreign_checkpoints_listed(tmp_path, user_models, monkeypatch):
+    for f in user_models[0].glob("*.pt"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "corrupt.pt").write_bytes(os.urandom(2000))
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    monkeypatch.setenv("JACVIZ_USER_CHECKPOINTS", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["cells_res"] = 51
+    at.run()
+    assert not at.exception, _errors(at)
+    side = " ".join(m.value for m in at.sidebar.markdown)
+    assert "corrupt.pt" in side and "foreign.pt" in side
+    assert "not a jacviz checkpoint" in side and "cannot be read" in side
+    assert any("Unusable checkpoint files (2)" in e.proto.label for e in at.sidebar.expander)
+    assert at.get("plotly_chart"), "the page still shows the cells"
+
+
+def test_url_state_round_trips(user_models, monkeypatch):
+    monkeypatch.setenv("JACVIZ_USER_CHECKPOINTS", str(user_models[0]))
+    ids = user_models[1]
+    want = {"dataset": "mnist", "sample": "17", "plane": "samples", "seed": "3", "models": ",".join(ids)}
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["cells_res"] = 51
+    at.query_params.update(want)
+    at.run()
+    assert not at.exception, _errors(at)
+    assert at.number_input(key="cells_sample").value == 17
+    assert at.selectbox(key="cells_plane").value == "samples"
+    assert at.number_input(key="cells_seed").value == 3
+    assert at.multiselect(key="cells_models").value == ids
+    assert {k: at.query_params[k] for k in want} == want
+    assert not at.warning
+
+
+def test_bad_url_values_fall_back_with_warning(app):
+    app.query_params.update({"sample": "99999", "plane": "bogus", "seed": "x", "models": "nope"})
+    app.run()
+    assert not app.exception, _errors(app)
+    text = " ".join(w.value for w in app.warning)
+    for word in ("sample=99999", "plane=bogus", "seed=x", "nope"):
+        assert word in text
+    assert app.number_input(key="cells_sample").value == 0
+    assert app.selectbox(key="cells_plane").value == "random"
+    assert app.query_params["plane"] == "random" and app.query_params["sample"] == "0"
+    assert app.multiselect(key="cells_models").value  # the default selection
+    assert app.get("plotly_chart")
+
+
+def test_missing_dataset_shows_error_not_exception(app, tmp_path, monkeypatch):
+    monkeypatch.setenv("JACVIZ_DATA", str(tmp_path))
+    app.run()
+    assert not app.exception, _errors(app)
+    assert app.error and "Dataset missing" in app.error[0].value and str(tmp_path) in app.error[0].value
+    app.switch_page("jacviz/ui/estimator.py").run()
+    assert not app.exception, _errors(app)
+
+
+def test_training_in_the_app_adds_a_model(app, tmp_path, user_models, monkeypatch):
+    for f in user_models[0].glob("*.pt"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setenv("JACVIZ_USER_CHECKPOINTS", str(tmp_path))
+    app.run()
+    before = set(app.multiselect(key="cells_models").options)
+    app.switch_page("jacviz/ui/train.py").run()
+    app.selectbox(key="tr_preset").set_value("L2").run()
+    assert app.number_input(key="tr_wd").value == 5e-4
+    app.radio(key="tr_unit").set_value("iterations")
+    app.number_input(key="tr_iters").set_value(20)
+    app.number_input(key="tr_eval_n").set_value(100)
+    app.number_input(key="tr_seed").set_value(5)
+    next(b for b in app.button if b.label == "Train").click().run()
+    assert not app.exception, _errors(app)
+    assert app.success and "test accuracy" in app.success[0].value
+    saved = [p for p in tmp_path.glob("*.pt") if not p.name.endswith(".resume.pt")]
+    assert len(saved) == 3
+    new_id = next(p.stem for p in saved if p.stem not in user_models[1])
+    app.switch_page("jacviz/ui/cells.py").run()
+    ms = app.multiselect(key="cells_models")
+    assert len(ms.options) == len(before) + 1
+    ms.set_value([new_id]).run()
+    assert not app.exception, _errors(app)
+    assert app.dataframe[0].value["model"].iloc[0].startswith("L2")
+
+
+def test_robustness_run_and_cw_button(app, user_models):
+    app.switch_page("jacviz/ui/robustness.py").run()
+    assert not app.exception, _errors(app)
+    app.multiselect(key="rob_models").set_value(user_models[1][:1])
+    app.multiselect(key="rob_attacks").set_value(["noise", "fgsm"])
+    app.number_input(key="rob_n").set_value(20)
+    app.checkbox(key="rob_masking").uncheck()
+    next(b for b in app.button if b.label == "Run").click().run()
+    assert not app.exception, _errors(app)
+    summary = app.dataframe[-1].value
+    assert "median L2 fooling distance, FGSM" in summary.columns and summary["n"].iloc[0] == 20
+    assert len(app.get("plotly_chart")) >= 3
+
+    app.switch_page("jacviz/ui/cells.py").run()
+    app.multiselect(key="cells_models").set_value(user_models[1][:1]).run()
+    app.radio(key="cells_cw_protocol").set_value("fast")
+    app.button(key="cells_cw_go").click().run()
+    assert not app.exception, _errors(app)
+    cw = app.dataframe[-1].value
+    assert list(cw.columns)[:2] == ["model", "CW-L2 fooling distance (L2 px)"] and len(cw) == 1
+
+
+def test_gallery_picks_a_sample_and_other_datasets(app, user_models):
+    app.run()
+    app.selectbox(key="gal_class").set_value(3).run()
+    assert not app.exception, _errors(app)
+    buttons = [b for b in app.button if (b.key or "").startswith("gal_use_")]
+    assert buttons and all(b.label.startswith("#") for b in buttons)
+    pick = int(buttons[2].label[1:])
+    buttons[2].click().run()
+    assert not app.exception, _errors(app)
+    assert app.number_input(key="cells_sample").value == pick
+    assert app.query_params["sample"] == str(pick)
+    assert app.dataframe[0].value["prediction at x0"].notna().all()
+
+    app.multiselect(key="gal_wrong").set_value(user_models[1][:1]).run()
+    assert not app.exception, _errors(app)
+    assert "test samples match" in " ".join(c.value for c in app.caption)
+
+    app.selectbox(key="cells_dataset").set_value("usps").run()  # MNIST models on USPS
+    assert not app.exception, _errors(app)
+    assert app.number_input(key="cells_sample").value < 2007 and app.get("plotly_chart")
+    if not any(i.value.startswith("No usable checkpoint") for i in app.info):
+        app.selectbox(key="cells_dataset").set_value("cifar10").run()
+        assert not app.exception, _errors(app)
+        assert app.get("plotly_chart") or any("CIFAR-10" in i.value for i in app.info)

@@ -1,0 +1,91 @@
+"""Properties of the estimator study (jacviz.estimator) and of the gallery helpers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from jacviz import estimator, gallery
+from jacviz.jacobian import jacobian_frobenius, jacobian_penalty
+from models import build
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return build("lenet").eval()
+
+
+def test_exact_matches_jacobian_frobenius():
+    m = _model()
+    x = torch.rand(4, 1, 28, 28)
+    study = estimator.projection_study(m, x, n_projs=(1,), repeats=4)
+    ref = jacobian_frobenius(m, x, "normalized").double().pow(2).numpy()
+    np.testing.assert_allclose(study["exact"], ref, rtol=1e-4)
+    pix = estimator.projection_study(m, x, n_projs=(1,), repeats=4, space="pixel")["exact"]
+    np.testing.assert_allclose(pix * float(m.normalize.std) ** 2, study["exact"], rtol=1e-6)
+
+
+def test_projection_equals_autograd_vjp():
+    """C |v.J|^2 from the Jacobian matrix equals jacobian_penalty's autograd VJP with the same v."""
+    m = _model()
+    x = torch.rand(5, 1, 28, 28)
+    J = estimator.jacobians(m, x, space="pixel")
+    g1 = torch.Generator().manual_seed(3)
+    xr = x.clone().requires_grad_(True)
+    ref = jacobian_penalty(xr, m(xr), n_proj=1, create_graph=False, generator=g1)
+    g2 = torch.Generator().manual_seed(3)
+    v = estimator.unit_vectors((1, 5, 10), generator=g2)
+    ours = estimator.projection_estimates(J, v).mean()
+    assert math.isclose(float(ours), float(ref), rel_tol=1e-4)
+
+
+def test_unbiased_and_variance_within_eq16_bound():
+    m = _model(1)
+    x = torch.rand(6, 1, 28, 28)
+    study = estimator.projection_study(m, x, n_projs=(1, 4), repeats=4000, seed=1)
+    C = study["C"]
+    assert study["bound_1"] == 2 * (C - 1) / (C + 2)
+    # eq. 15 evaluated exactly never exceeds the eq. 16 bound
+    assert np.all(study["rel_var_theory_1"] <= study["bound_1"] + 1e-9)
+    for row in study["rows"]:
+        n = row["n_proj"]
+        # unbiased: batch mean over 4000 draws within 5 standard errors of the exact value
+        se = row["batch_std"] / math.sqrt(study["repeats"])
+        assert abs(row["batch_mean"] - study["exact_batch_mean"]) < 5 * se
+        # measured per-sample relative variance matches eq. 15 / n (4000 draws: ~10% accuracy)
+        np.testing.assert_allclose(row["sample_rel_var_measured"], row["sample_rel_var_theory"], rtol=0.2)
+        assert row["sample_rel_var_measured_max"] <= 1.2 * row["bound"]
+        assert math.isclose(row["bound"], study["bound_1"] / n)
+        # the batch-mean std predicted from eq. 15 matches the measured one
+        assert math.isclose(row["batch_rel_std"], row["batch_rel_std_theory"], rel_tol=0.2)
+
+
+def test_cost_ratio_reports_times():
+    m = _model()
+    x = torch.rand(8, 1, 28, 28)
+    out = estimator.cost_ratio(m, x, n_projs=(1,), repeats=1)
+    assert set(out["seconds"]) == {"plain", "1", "exact"}
+    assert all(t > 0 for t in out["seconds"].values())
+    assert out["ratio_to_exact"]["exact"] == 1.0
+    assert out["machine"]
+    assert all(p.grad is None for p in m.parameters())
+
+
+def test_gallery_predict_and_select():
+    m = _model()
+    x = torch.rand(30, 1, 28, 28)
+    pred, conf = gallery.predict(m, x, batch=7)
+    with torch.no_grad():
+        ref = m(x).softmax(1)
+    np.testing.assert_array_equal(pred, ref.argmax(1).numpy())
+    np.testing.assert_allclose(conf, ref.max(1).values.numpy(), rtol=1e-5)
+    y = np.arange(30) % 10
+    preds = {"a": pred, "b": y.copy()}
+    idx = gallery.select(y, true_class=3, predictions=preds)
+    np.testing.assert_array_equal(idx, [3, 13, 23])
+    wrong = gallery.select(y, predictions=preds, misclassified_by=["a"])
+    np.testing.assert_array_equal(wrong, np.nonzero(pred != y)[0])
+    assert len(gallery.select(y, predictions=preds, misclassified_by=["b"])) == 0
+    img = gallery.to_image(x[0])
+    assert img.shape == (28, 28) and img.dtype == np.uint8
