@@ -159,8 +159,8 @@ def test_cw_matches_foolbox(lenet_plain, mnist_test):
 def test_attacks_run_on_the_input_device(lenet_plain, batch):
     import copy
 
-    model = copy.deepcopy(lenet_plain).cuda()
-    x, y = batch[0][:32].cuda(), batch[1][:32].cuda()
+    model = copy.deepcopy(lenet_plain).to("cuda")
+    x, y = batch[0][:32].to("cuda"), batch[1][:32].to("cuda")
     g = torch.Generator(device="cuda").manual_seed(0)
     for out in (A.white_noise(x, 0.1, generator=g), A.fgsm(model, x, y, 0.1),
                 A.pgd(model, x, y, 3, random_start=True, generator=g),

@@ -266,7 +266,7 @@ def test_cuda_matches_cpu(mnist_test, lenet_plain):
 
     x, _ = mnist_test
     plane = cells.random_plane(x[0], 0)
-    gpu = copy.deepcopy(lenet_plain).cuda()
+    gpu = copy.deepcopy(lenet_plain).to("cuda")
     a = cells.decision_plane(lenet_plain, x[0], plane, extent=20.0, resolution=101, mode="dense")[0]
     b = cells.decision_plane(gpu, x[0], plane, extent=20.0, resolution=101, mode="dense")[0]
     assert (a.labels == b.labels).mean() > 0.999
