@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Points evaluated per forward pass. LeNet' at 4096 points holds ~80 MB of activations; larger
-# models should pass a smaller batch_size.
-DEFAULT_BATCH = 4096
+# Points evaluated per forward pass when batch_size is None. On CPU, LeNet' runs ~1.8x faster per
+# point with batches of 512-1024 than with 4096 (activations stay in cache; measured here:
+# 43 vs 78 us/point on 2 threads); a GPU wants larger batches to fill it.
+DEFAULT_BATCH = {"cpu": 1024, "cuda": 4096}
 # Adaptive refinement: cells at most this many grid steps wide are settled by their corner labels
 # alone. Such a cell hides at most 5 unevaluated points, and skipping the margin test there saves
 # ~25% of the evaluations at no measured loss (0 differing labels over 18 trained-LeNet' planes).
@@ -270,7 +271,7 @@ class _PlaneEvaluator:
     """Evaluates one model at in-plane coordinates; counts the points it evaluated."""
 
     def __init__(self, model: nn.Module, x0: torch.Tensor, plane: Plane, clip: bool,
-                 batch_size: int = DEFAULT_BATCH):
+                 batch_size: int | None = None):
         self.model = model
         self.device = _model_device(model)
         self.dtype = _model_dtype(model)
@@ -281,7 +282,7 @@ class _PlaneEvaluator:
         self.x0 = x0.reshape(1, -1).to(self.device, self.dtype)
         self.uv = plane.basis(self.device, self.dtype)
         self.clip = clip
-        self.batch_size = int(batch_size)
+        self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.device.type, 1024))
         self.n_evals = 0
 
     @torch.inference_mode()
@@ -473,7 +474,7 @@ def _fill(lab, conf, marg, done, i0, i1, j0, j1):
 
 def decision_plane(models, x0: torch.Tensor, plane: Plane, extent: float = 10.0,
                    resolution: int = 201, clip: bool = False, mode: str = "adaptive",
-                   batch_size: int = DEFAULT_BATCH, coarse: int = 8, safety: float = 1.0):
+                   batch_size: int | None = None, coarse: int = 8, safety: float = 1.0):
     """Predictions of several models on one shared (R, R) grid of the plane x0 + a u + b v.
 
     models: an nn.Module or a sequence of them (eval mode; each evaluated on its own device, the
@@ -490,6 +491,7 @@ def decision_plane(models, x0: torch.Tensor, plane: Plane, extent: float = 10.0,
       bilinear interpolations of the corners' values. On trained LeNet' it agrees with dense
       labels on >= 99.9% of points at a fraction of the evaluations; ``safety`` scales the margin
       test (larger: more evaluations, fewer misses).
+    batch_size: points per forward pass (default: DEFAULT_BATCH for the model's device type).
     Returns a list of :class:`CellMap`, one per model, in order.
     """
     if mode not in ("adaptive", "dense"):
@@ -589,7 +591,7 @@ def _march(ev: _PlaneEvaluator, c0: int, angles: torch.Tensor, r_start: float, r
 def in_plane_boundary(model: nn.Module, x0: torch.Tensor, plane: Plane, max_radius: float = 10.0,
                       n_rays: int = 180, tol: float = 1e-3, step: float | None = None,
                       clip: bool = False, refine: int = 2, fan: int = 16,
-                      batch_size: int = DEFAULT_BATCH) -> Boundary:
+                      batch_size: int | None = None) -> Boundary:
     """Closest point to x0 in the plane where ``model``'s prediction changes (Fig. 1's circle).
 
     Method: ``n_rays`` rays at uniform angles march outward from x0 in lockstep with radial
