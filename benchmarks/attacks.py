@@ -19,44 +19,23 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import models  # noqa: E402
 from jacviz import attacks as A  # noqa: E402
 from jacviz import data  # noqa: E402
 from jacviz import robustness as R  # noqa: E402
-
-
-def quick_lenet(steps: int = 300, seed: int = 0) -> torch.nn.Module:
-    x, y = data.load("mnist", "train")
-    torch.manual_seed(seed)
-    model = models.build("lenet")
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (100,), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+from _common import quick_lenet, sync  # noqa: E402
 
 
 def timed(fn, dev, repeat: int = 3) -> float:
     fn()  # warm-up (CUDA kernels, allocator)
-    _sync(dev)
+    sync(dev)
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
-        _sync(dev)
+        sync(dev)
         best = min(best, time.perf_counter() - t)
     return best
 
@@ -88,7 +67,7 @@ def main(argv=None) -> int:
         what = f"checkpoint {args.checkpoint}"
     else:
         t = time.perf_counter()
-        model = quick_lenet()
+        model = quick_lenet(steps=300)
         what = f"LeNet' trained 300 steps here ({time.perf_counter() - t:.1f} s)"
     xt, yt = data.load("mnist", "test")
     devices = [torch.device("cpu")]
@@ -117,10 +96,10 @@ def main(argv=None) -> int:
             print(f"  {name:34s} {B / dt:10.0f}{extra}")
         n = min(args.n, len(xt))
         xs, ys = xt[:n], yt[:n]
-        _sync(dev)
+        sync(dev)
         t = time.perf_counter()
         d = R.fooling_distances(m, xs, ys, "cw", batch_size=args.batch, cw_kwargs=cw)
-        _sync(dev)
+        sync(dev)
         dt = time.perf_counter() - t
         s = R.summarize(d)
         print(f"CW-L2 fooling distances ({args.cw_preset}: {cw}) on {n} MNIST test samples: {dt:.1f} s "

@@ -26,35 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import models  # noqa: E402
 from jacviz import cells, data  # noqa: E402
+from _common import quick_lenet, sync  # noqa: E402
 
 CASES = [(0, 0), (1, 1), (2, 2), (3, 3)]  # (test sample index, random plane seed)
-
-
-def quick_lenet(steps: int = 400, seed: int = 0) -> torch.nn.Module:
-    """LeNet' trained like tests/conftest.py::_quick_train(0.0): plain SGD on real MNIST."""
-    x, y = data.load("mnist", "train")
-    torch.manual_seed(seed)
-    model = models.build("lenet")
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (100,), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def time_modes(model, x, planes, extent, resolution, repeats, dev, modes=("dense", "adaptive")):
@@ -68,11 +46,11 @@ def time_modes(model, x, planes, extent, resolution, repeats, dev, modes=("dense
     for r in range(repeats):
         for mode in modes:
             wall, cpu, evals, maps = res[mode]
-            _sync(dev)
+            sync(dev)
             t, c = time.perf_counter(), time.process_time()
             out = [cells.decision_plane(model, x[i], p, extent, resolution, mode=mode)[0]
                    for (i, _), p in zip(CASES, planes)]
-            _sync(dev)
+            sync(dev)
             wall.append((time.perf_counter() - t) / len(CASES))
             cpu.append((time.process_time() - c) / len(CASES))
             if r == 0:
@@ -133,10 +111,10 @@ def main(argv=None) -> int:
             max_r = float(np.hypot(extent, extent))
             times, evals, radii = [], [], []
             for r in range(a.repeats):
-                _sync(dev)
+                sync(dev)
                 t = time.perf_counter()
                 bs = [cells.in_plane_boundary(m, x[i], p, max_radius=max_r) for (i, _), p in zip(CASES, planes)]
-                _sync(dev)
+                sync(dev)
                 times.append((time.perf_counter() - t) / len(CASES))
                 evals, radii = [b.n_evals for b in bs], [b.radius for b in bs]
             print(f"in-plane radius, max_radius {max_r:.3g}: {statistics.median(times):.3f} s per plane, "

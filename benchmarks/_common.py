@@ -1,0 +1,30 @@
+"""Pieces shared by the benchmark scripts (run as `python benchmarks/<name>.py`)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import models
+from jacviz import data
+
+
+def quick_lenet(steps: int = 400, seed: int = 0) -> torch.nn.Module:
+    """LeNet' trained like tests/conftest.py::_quick_train(0.0): plain SGD on real MNIST."""
+    x, y = data.load("mnist", "train")
+    torch.manual_seed(seed)
+    model = models.build("lenet")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (100,), generator=g)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def sync(dev: torch.device) -> None:
+    """Wait for queued CUDA work so wall-clock timings are real."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
