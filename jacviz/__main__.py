@@ -1,4 +1,4 @@
-"""Command line: ``python -m jacviz {train,robustness,plane,manifest} ...``."""
+"""Command line: ``python -m jacviz {train,grid,report,robustness,plane,manifest} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -116,6 +116,13 @@ def main(argv=None) -> int:
     try:
         from .cells import cli as plane_cli
         commands["plane"] = plane_cli
+    except ImportError:
+        pass
+    from .grid import cli as grid_cli
+    commands["grid"] = grid_cli
+    try:
+        from .report import cli as report_cli
+        commands["report"] = report_cli
     except ImportError:
         pass
     if not argv or argv[0] not in commands:

@@ -76,7 +76,10 @@ class TrainConfig:
         if self.dropout:
             parts.append("dropout")
         if self.jr:
-            parts.append("JR" if self.n_proj == 1 else ("JR exact" if self.n_proj is None else f"JR n_proj={self.n_proj}"))
+            jr = "JR" if self.n_proj == 1 else ("JR exact" if self.n_proj is None else f"JR n_proj={self.n_proj}")
+            if self.jr != 0.01:  # the paper's lambda_JR goes unsaid; others name theirs (Figure S6 sweep)
+                jr += f"(λ={self.jr:g})"
+            parts.append(jr)
         if self.adv_train:
             parts.append("AT")
         name = "+".join(parts) or "none"

@@ -639,6 +639,22 @@ def _expand_paths(paths: Sequence) -> list[Path]:
     return out
 
 
+def model_record(ckpt, path, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[str] = ATTACKS,
+                 device: str | torch.device = "cpu", **kwargs) -> dict:
+    """``evaluate_model`` of one loaded checkpoint, tagged with what identifies it (path, label,
+    key, group_key, seed, dataset, config, training metrics): one entry of ``results['models']``."""
+    cfg = ckpt.config
+    dataset = getattr(cfg, "dataset", "mnist")
+    model = ckpt.model.to(device).eval()
+    rec = evaluate_model(model, x, y, attacks, dataset=dataset, **kwargs)
+    rec.update({"path": str(path), "label": cfg.label() if hasattr(cfg, "label") else Path(path).stem,
+                "key": cfg.key() if hasattr(cfg, "key") else Path(path).stem,
+                "group_key": group_key(cfg), "seed": getattr(cfg, "seed", None), "dataset": dataset,
+                "config": cfg.to_dict() if hasattr(cfg, "to_dict") else str(cfg),
+                "training_metrics": getattr(ckpt, "metrics", {})})
+    return rec
+
+
 def run_robustness(checkpoint_paths: Sequence, attacks: Sequence[str] = ATTACKS, n: int = 1000,
                    out_dir="results", device: str | torch.device = "auto", progress: bool = True, *,
                    cw_kwargs: dict | None = None, sigmas: Sequence[float] | None = None,
@@ -679,16 +695,11 @@ def run_robustness(checkpoint_paths: Sequence, attacks: Sequence[str] = ATTACKS,
             xt, yt = data.load(dataset, "test")
             test_sets[dataset] = (xt[:n], yt[:n])
         x, y = test_sets[dataset]
-        model = ckpt.model.to(dev).eval()
-        label = cfg.label() if hasattr(cfg, "label") else Path(path).stem
-        log(f"{Path(path).name}: {label} on {dataset}, n={len(x)}, device {dev}")
-        rec = evaluate_model(model, x, y, attacks, dataset=dataset, sigmas=sigmas, fgsm_eps=fgsm_eps,
-                             pgd_iterations=pgd_iterations, cw_kwargs=cw_kwargs, masking=masking,
-                             batch_size=batch_size, seed=seed, progress=progress)
-        rec.update({"path": str(path), "label": label, "key": cfg.key() if hasattr(cfg, "key") else Path(path).stem,
-                    "group_key": group_key(cfg), "seed": getattr(cfg, "seed", None), "dataset": dataset,
-                    "config": cfg.to_dict() if hasattr(cfg, "to_dict") else str(cfg),
-                    "training_metrics": getattr(ckpt, "metrics", {})})
+        log(f"{Path(path).name}: {cfg.label() if hasattr(cfg, 'label') else Path(path).stem} on {dataset}, "
+            f"n={len(x)}, device {dev}")
+        rec = model_record(ckpt, path, x, y, attacks, dev, sigmas=sigmas, fgsm_eps=fgsm_eps,
+                           pgd_iterations=pgd_iterations, cw_kwargs=cw_kwargs, masking=masking,
+                           batch_size=batch_size, seed=seed, progress=progress)
         for flag in rec.get("masking_flags", []):
             log(f"  masking flag: {flag}")
         records.append(rec)

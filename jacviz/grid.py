@@ -1,0 +1,367 @@
+"""The reproduction grid: every training and robustness run behind REPRODUCTION.md, one command.
+
+``python -m jacviz grid`` enumerates the runs of the paper's MNIST experiments (LeNet'),
+trains what is missing (each run resumable from its atomic ``<key>.resume.pt``; finished runs,
+here or in ``--also`` folders such as the shipped ``checkpoints/``, are skipped), evaluates
+robustness of the chosen runs, and collects everything into the results files that
+``python -m jacviz report`` turns into REPRODUCTION.md:
+
+- ``<results>/mnist_runs.json``: config, final metrics (test accuracy, USPS accuracy, mean
+  test ||J||_F) and per-evaluation history of every finished run;
+- ``<results>/mnist_robustness.json``: per-model robustness records and mean/std over seeds
+  (the format of ``jacviz.robustness.run_robustness``; the app's Robustness page loads it).
+
+Experiments (Section 3 and Appendices of Hoffman et al. 2019):
+  table1    the five Table-1 mixes on all of MNIST (also Table 2: USPS accuracy of the same runs)
+  defended  L2+dropout base with +AT, +JR, +JR+AT (Figure 3b/c, S5)
+  fewshot   the Table-1 mixes on k = 1, 3, 10, 30 samples per class (full-batch SGD, lr 0.01, 10k it)
+  nproj     JR with n_proj = 3 and exact (Figure 2; n_proj = 1 is table1's JR)
+  lambda    L2+dropout+JR with lambda_JR in 0.001, 0.003, 0.03, 0.1 (Figure S6; 0 and 0.01 are in defended)
+
+Schedules: 'paper' is 150k iterations, lr /10 at 50k and 100k; 'short' is 10 epochs (6000
+iterations), lr /10 at 1800 and 3600, which reaches the paper's full-data accuracies for LeNet'
+(REPRODUCTION.md compares them). 'auto' picks 'paper' with CUDA and 'short' without.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .config import PAPER_VARIANTS, TrainConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "reproduction"
+
+TABLE1 = ("none", "L2", "dropout", "JR", "L2+dropout+JR")  # the last is Table 1's "All Combined"
+DEFENDED = ("L2+dropout", "L2+dropout+AT", "L2+dropout+JR", "L2+dropout+JR+AT")
+FEWSHOT_K = (1, 3, 10, 30)
+NPROJ = (3, None)
+LAMBDAS = (0.001, 0.003, 0.03, 0.1)
+EXPERIMENTS = ("table1", "defended", "fewshot", "nproj", "lambda")
+SCHEDULES = {
+    "short": {"iterations": 6000, "milestones": (1800, 3600), "eval_every": 600, "checkpoint_every": 600},
+    "paper": {"iterations": 150000, "milestones": (50000, 100000), "eval_every": 5000, "checkpoint_every": 5000},
+}
+# Few-shot protocol of Table 1 (paper, Section 3.1): full batch, constant lr 0.01, 10k iterations.
+FEWSHOT = {"lr": 0.01, "iterations": 10000, "milestones": (), "eval_every": 2500, "checkpoint_every": 2500}
+# Robustness defaults (Appendix F: 1000 test samples); CW preset by device (see robustness --help).
+ROBUST_ATTACKS = ("noise", "fgsm", "pgd", "cw")
+
+
+def resolve_schedule(name: str) -> str:
+    if name == "auto":
+        import torch
+        return "paper" if torch.cuda.is_available() else "short"
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose auto, {', '.join(SCHEDULES)}")
+    return name
+
+
+def variant_config(variant: str, seed: int, schedule: str = "short", **overrides) -> TrainConfig:
+    """TrainConfig of a named mix (``config.PAPER_VARIANTS``) on all of MNIST."""
+    return TrainConfig(seed=seed, **SCHEDULES[schedule], **{**PAPER_VARIANTS[variant], **overrides})
+
+
+def fewshot_config(variant: str, k: int, seed: int) -> TrainConfig:
+    """Few-shot run: k samples per class drawn with ``seed`` (data.few_shot_indices), full batch."""
+    return TrainConfig(seed=seed, few_shot_k=k, **FEWSHOT, **PAPER_VARIANTS[variant])
+
+
+def experiment_configs(name: str, seeds: Sequence[int], schedule: str = "short",
+                       fewshot_k: Sequence[int] = FEWSHOT_K, fewshot_runs: int | None = None) -> list[TrainConfig]:
+    """The runs of one experiment, seed-major (all mixes of seed 0 first), so a partial grid is balanced.
+
+    fewshot_runs: runs per few-shot cell (paper: 15); default len(seeds). Their seeds are 0..runs-1.
+    """
+    if name == "table1":
+        return [variant_config(v, s, schedule) for s in seeds for v in TABLE1]
+    if name == "defended":
+        return [variant_config(v, s, schedule) for s in seeds for v in DEFENDED]
+    if name == "fewshot":
+        runs = range(fewshot_runs) if fewshot_runs is not None else seeds
+        return [fewshot_config(v, k, s) for s in runs for k in fewshot_k for v in TABLE1]
+    if name == "nproj":
+        return [variant_config("JR", s, schedule, n_proj=n) for s in seeds for n in NPROJ]
+    if name == "lambda":
+        return [variant_config("L2+dropout+JR", s, schedule, jr=lam) for s in seeds for lam in LAMBDAS]
+    raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
+
+
+def robustness_configs(seeds: Sequence[int], schedule: str = "short") -> list[TrainConfig]:
+    """Runs whose robustness the report shows: Table-1 mixes (Fig. 3a), defended (Fig. 3b/c, S5), lambda sweep (S6)."""
+    out: list[TrainConfig] = []
+    for s in seeds:
+        for c in (experiment_configs("table1", [s], schedule) + experiment_configs("defended", [s], schedule)
+                  + experiment_configs("lambda", [s], schedule)):
+            if c not in out:
+                out.append(c)
+    return out
+
+
+def plan(experiments: Sequence[str], seeds: Sequence[int], schedule: str = "short",
+         fewshot_k: Sequence[int] = FEWSHOT_K, fewshot_runs: int | None = None) -> list[TrainConfig]:
+    """Every run of the experiments, without duplicates (the same config in two experiments runs once).
+
+    Order: experiment by experiment as given, seed-major inside each."""
+    out, seen = [], set()
+    for name in experiments:
+        for c in experiment_configs(name, seeds, schedule, fewshot_k, fewshot_runs):
+            if c.key() not in seen:
+                seen.add(c.key())
+                out.append(c)
+    return out
+
+
+def find_checkpoint(config: TrainConfig, folders: Sequence[Path]) -> Path | None:
+    """The finished checkpoint of ``config`` in the first folder that has one."""
+    for f in folders:
+        p = Path(f) / f"{config.key()}.pt"
+        if p.exists():
+            return p
+    return None
+
+
+# ----------------------------------------------------------------------------- workers
+def _init_worker(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _train_one(args) -> dict:
+    config_dict, out_dir, device = args
+    from .train import fit
+    cfg = dataclasses.replace(TrainConfig.from_dict(config_dict), device=device)
+    t0 = time.perf_counter()
+    res = fit(cfg, out_dir=out_dir, resume=True, show_progress=False)
+    return {"key": cfg.key(), "label": cfg.label(), "path": str(res.path), "wall_s": time.perf_counter() - t0,
+            "test_acc": res.metrics.get("test_acc")}
+
+
+def _robust_one(args) -> dict:
+    path, out_file, n, attacks, cw_preset, device = args
+    from . import attacks as A
+    from . import data
+    from .checkpoints import load
+    from .robustness import _jsonable, model_record, resolve_device
+    dev = resolve_device(device)
+    ckpt = load(path, device=dev)
+    x, y = data.load(ckpt.config.dataset, "test")
+    cw = dict(A.CW_PAPER if cw_preset == "paper" else A.CW_FAST)
+    t0 = time.perf_counter()
+    rec = model_record(ckpt, _rel(path), x[:n], y[:n], attacks, dev, cw_kwargs=cw)
+    rec["wall_s"] = time.perf_counter() - t0
+    rec["cw_preset"] = cw_preset
+    from .robustness import environment
+    rec["environment"] = environment(dev)
+    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(out_file) + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(rec), allow_nan=False) + "\n")
+    os.replace(tmp, out_file)
+    return {"key": rec["key"], "label": rec["label"], "wall_s": rec["wall_s"]}
+
+
+def _rel(path) -> str:
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(p)
+
+
+def _pool_map(fn, tasks: list, workers: int, threads: int, log):
+    """Run tasks in ``workers`` processes of ``threads`` torch threads each; log each as it ends."""
+    if not tasks:
+        return []
+    done = []
+    if workers <= 1:
+        _init_worker(threads)
+        for i, t in enumerate(tasks):
+            r = fn(t)
+            log(f"[{i + 1}/{len(tasks)}] {r['label']} ({r['key']}) in {r['wall_s']:.0f} s")
+            done.append(r)
+        return done
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")  # fork after torch initialised its thread pool can hang
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
+        for i, r in enumerate(pool.imap_unordered(fn, tasks)):
+            log(f"[{i + 1}/{len(tasks)}] {r['label']} ({r['key']}) in {r['wall_s']:.0f} s")
+            done.append(r)
+    return done
+
+
+# ----------------------------------------------------------------------------- collect
+def collect_runs(folders: Sequence[Path], configs: Sequence[TrainConfig]) -> dict:
+    """Metrics and histories of the finished runs among ``configs`` (missing ones listed)."""
+    from .checkpoints import CheckpointError, _read
+    runs, missing = [], []
+    for c in configs:
+        p = find_checkpoint(c, folders)
+        if p is None:
+            missing.append({"key": c.key(), "label": c.label(), "seed": c.seed})
+            continue
+        try:
+            obj = _read(p)
+        except CheckpointError as err:
+            missing.append({"key": c.key(), "label": c.label(), "seed": c.seed, "reason": str(err)})
+            continue
+        runs.append({"key": c.key(), "label": c.label(), "checkpoint": _rel(p), "config": obj["config"],
+                     "metrics": obj.get("metrics", {}), "history": obj.get("history", []),
+                     "meta": obj.get("meta", {})})
+    return {"runs": runs, "missing": missing}
+
+
+def collect_robustness(folder: Path, configs: Sequence[TrainConfig]) -> dict:
+    """Merge per-checkpoint robustness records into one results dict with seed groups."""
+    import numpy as np
+    from .robustness import aggregate_seeds
+    records = []
+    for c in configs:
+        f = Path(folder) / f"{c.key()}.json"
+        if f.exists():
+            r = json.loads(f.read_text())
+            r["distances"] = {k: np.array([math.inf if v is None else v for v in d], dtype=float)
+                              for k, d in r.get("distances", {}).items()}
+            records.append(r)
+    envs = [r.get("environment", {}) for r in records]
+    meta = {"n_models": len(records), "samples": "first n samples of the test split", "space": "[0,1] pixel space",
+            "distances": "L2 in pixel space; null = never fooled within the budget",
+            "n": sorted({r["n"] for r in records}), "cw_presets": sorted({r.get("cw_preset", "?") for r in records}),
+            "devices": sorted({f"{e.get('device')} ({e.get('device_name')}, {e.get('torch_threads')} threads)" for e in envs}),
+            "torch": sorted({str(e.get("torch")) for e in envs}),
+            "wall_s_total": round(sum(r.get("wall_s", 0) for r in records), 1)}
+    if records:
+        from . import attacks as A
+        meta["cw"] = A.CW_PAPER if meta["cw_presets"] == ["paper"] else A.CW_FAST
+    return {"meta": meta, "models": records, "groups": aggregate_seeds(records) if records else [], "skipped": []}
+
+
+def write_json(obj, path: Path) -> Path:
+    from .robustness import _jsonable
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=None, allow_nan=False, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- CLI
+def _ints(s: str) -> list[int]:
+    out = []
+    for part in s.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jacviz grid",
+        description="Train and evaluate the grid of runs behind REPRODUCTION.md (LeNet' on MNIST), resumably: "
+                    "finished runs are skipped, interrupted ones continue from their resume file. "
+                    "Then `python -m jacviz report` writes REPRODUCTION.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Experiments", 1)[1].join(["Experiments", ""]) + """
+Examples:
+  python -m jacviz grid --dry-run                       # list what would run
+  python -m jacviz grid --workers 2 --threads 1         # everything, 2 processes of 1 thread
+  python -m jacviz grid --experiments table1 --seeds 0-4 --stage train
+  python -m jacviz grid --stage robustness --robust-seeds 0-2 --robust-n 1000
+  python -m jacviz grid --stage collect                 # only rewrite the results files
+
+Measured here (2-core CPU, 1 torch thread a process, short schedule): a plain LeNet' run ~2 min,
+JR ~3-4 min, AT ~4 min; few-shot runs 0.5-20 min depending on k. README gives the full timings.""")
+    p.add_argument("--experiments", default=",".join(EXPERIMENTS), help=f"comma-separated subset of {','.join(EXPERIMENTS)}")
+    p.add_argument("--seeds", type=_ints, default=list(range(5)), help="training seeds, e.g. 0-4 (paper: 5)")
+    p.add_argument("--fewshot-runs", type=int, default=15, help="runs per few-shot cell (paper: 15)")
+    p.add_argument("--fewshot-k", type=_ints, default=list(FEWSHOT_K), help="samples per class, e.g. 1,3,10,30")
+    p.add_argument("--schedule", default="auto", help="auto | short | paper (full-data runs)")
+    p.add_argument("--stage", default="all", choices=["all", "train", "robustness", "collect"])
+    p.add_argument("--robust-seeds", type=_ints, default=list(range(5)), help="seeds whose robustness is evaluated")
+    p.add_argument("--robust-n", type=int, default=1000, help="test samples for robustness (paper: 1000)")
+    p.add_argument("--cw-preset", default="auto", choices=["auto", "paper", "fast"],
+                   help="auto: paper with CUDA, fast on CPU (see `python -m jacviz robustness --help`)")
+    p.add_argument("--out", default=str(REPO_ROOT / "runs" / "mnist"), help="where new checkpoints go")
+    p.add_argument("--also", nargs="*", default=[str(REPO_ROOT / "checkpoints")],
+                   help="folders whose finished checkpoints count as done (default: the shipped ones)")
+    p.add_argument("--results", default=str(RESULTS_DIR), help="where the results JSON files go")
+    p.add_argument("--workers", type=int, default=1, help="processes (a GPU fits several LeNet' runs)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / workers)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and what is done, run nothing")
+    return p
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
+    try:
+        a = p.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    experiments = [e for e in a.experiments.split(",") if e]
+    bad = [e for e in experiments if e not in EXPERIMENTS]
+    if bad:
+        print(f"unknown experiments {bad}; choose from {','.join(EXPERIMENTS)}", file=sys.stderr)
+        return 2
+    import torch
+    schedule = resolve_schedule(a.schedule)
+    cuda = torch.cuda.is_available() and a.device in ("auto", "cuda") or a.device.startswith("cuda")
+    cw_preset = a.cw_preset if a.cw_preset != "auto" else ("paper" if cuda else "fast")
+    threads = a.threads or max(1, (os.cpu_count() or 1) // max(1, a.workers))
+    out = Path(a.out)
+    folders = [out, *map(Path, a.also)]
+    robust_dir = out / "robustness"
+    log = lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", file=sys.stderr, flush=True)  # noqa: E731
+
+    configs = plan(experiments, a.seeds, schedule, a.fewshot_k, a.fewshot_runs)
+    todo = [c for c in configs if find_checkpoint(c, folders) is None]
+    rconfigs = [c for c in robustness_configs(a.robust_seeds, schedule) if c.key() in {k.key() for k in configs}]
+    rtodo = [c for c in rconfigs if not (robust_dir / f"{c.key()}.json").exists()]
+    log(f"schedule {schedule}; {len(configs)} runs planned, {len(configs) - len(todo)} done; "
+        f"robustness of {len(rconfigs)} runs planned, {len(rconfigs) - len(rtodo)} done (n={a.robust_n}, CW {cw_preset})")
+    if a.dry_run:
+        for c in configs:
+            state = "done" if c not in todo else "todo"
+            print(f"{state:4s} {c.key()} {c.label():28s} seed {c.seed}  {c.describe()}")
+        return 0
+    if a.stage in ("all", "train") and todo:
+        log(f"training {len(todo)} runs with {a.workers} worker(s) x {threads} thread(s) into {out}")
+        _pool_map(_train_one, [(c.to_dict(), str(out), a.device) for c in todo], a.workers, threads, log)
+    if a.stage in ("all", "robustness"):
+        tasks = []
+        for c in rtodo:
+            path = find_checkpoint(c, folders)
+            if path is None:
+                log(f"robustness of {c.label()} seed {c.seed} skipped: not trained yet")
+                continue
+            tasks.append((str(path), str(robust_dir / f"{c.key()}.json"), a.robust_n, ROBUST_ATTACKS, cw_preset, a.device))
+        if tasks:
+            log(f"robustness of {len(tasks)} runs")
+            _pool_map(_robust_one, tasks, a.workers, threads, log)
+    results = Path(a.results)
+    all_configs = plan(EXPERIMENTS, sorted(set(a.seeds) | set(range(5))), schedule, FEWSHOT_K,
+                       max(a.fewshot_runs, 15))
+    runs = collect_runs(folders, all_configs)
+    runs["meta"] = {"schedule": schedule, "schedules": {k: {kk: list(vv) if isinstance(vv, tuple) else vv
+                                                           for kk, vv in v.items()} for k, v in SCHEDULES.items()},
+                    "fewshot": {k: list(v) if isinstance(v, tuple) else v for k, v in FEWSHOT.items()},
+                    "written": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    runs["missing"] = [m for m in runs["missing"] if m["key"] in {c.key() for c in configs}]
+    write_json(runs, results / "mnist_runs.json")
+    rob = collect_robustness(robust_dir, robustness_configs(sorted(set(a.robust_seeds) | set(range(5))), schedule))
+    if rob["models"]:
+        write_json(rob, results / "mnist_robustness.json")
+    log(f"wrote {results / 'mnist_runs.json'} ({len(runs['runs'])} finished runs)"
+        + (f" and mnist_robustness.json ({len(rob['models'])} models)" if rob["models"] else ""))
+    return 0

@@ -1,0 +1,106 @@
+"""The reproduction grid and report: configs match the CLI, collection and REPRODUCTION.md from real runs."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+
+from jacviz import grid, report
+from jacviz.__main__ import config_from_args, train_parser
+from jacviz.checkpoints import SHIPPED_DIR
+
+
+def _cli_config(*args):
+    return config_from_args(train_parser().parse_args(list(args)))
+
+
+def test_grid_configs_are_the_cli_configs():
+    """A run started by hand with `python -m jacviz train` counts as done for the grid (same key)."""
+    assert grid.variant_config("none", 3).key() == _cli_config("--seed", "3").key()
+    assert grid.variant_config("L2+dropout+JR", 0).key() == _cli_config("--wd", "5e-4", "--dropout", "0.5", "--jr", "0.01").key()
+    assert grid.fewshot_config("JR", 3, 2).key() == _cli_config("--jr", "0.01", "--few-shot", "3", "--seed", "2").key()
+    assert grid.variant_config("JR", 0, "paper").key() == _cli_config("--jr", "0.01", "--paper-schedule").key()
+
+
+def test_plan_is_seed_major_and_without_duplicates():
+    cs = grid.plan(["table1", "defended"], [0, 1])
+    keys = [c.key() for c in cs]
+    assert len(keys) == len(set(keys)) == 2 * 5 + 2 * 3  # L2+dropout+JR is in both experiments
+    assert [c.seed for c in cs[:10]] == [0] * 5 + [1] * 5
+    fs = grid.plan(["fewshot"], [0], fewshot_k=[1, 3], fewshot_runs=2)
+    assert len(fs) == 2 * 2 * 5 and {c.few_shot_k for c in fs} == {1, 3} and {c.seed for c in fs} == {0, 1}
+    lam = grid.experiment_configs("lambda", [0])
+    assert sorted(c.jr for c in lam) == sorted(grid.LAMBDAS) and len({c.label() for c in lam}) == len(lam)
+    # the shipped checkpoints are seed 0 of the grid's table1 and defended runs
+    done = [c for c in cs if c.seed == 0 and grid.find_checkpoint(c, [SHIPPED_DIR])]
+    assert len(done) == 8
+
+
+def test_mean_ci_is_students_t():
+    m, h, n = report.mean_ci([1.0, 2.0, 3.0])
+    assert (m, n) == (2.0, 3) and h == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(report.mean_ci([5.0])[1]) and report.mean_ci([])[2] == 0
+    assert report.agrees((99.0, 0.1, 5), (98.9, 0.1)) and not report.agrees((98.0, 0.1, 5), (98.9, 0.1))
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    """Results files from the shipped seed-0 checkpoints: runs collected, robustness of two models on 40 images."""
+    out = tmp_path_factory.mktemp("repro")
+    configs = grid.plan(["table1", "defended"], [0])
+    runs = grid.collect_runs([SHIPPED_DIR], configs)
+    assert not runs["missing"] and len(runs["runs"]) == 8
+    runs["meta"] = {"schedule": "short"}
+    grid.write_json(runs, out / "mnist_runs.json")
+    for c in (grid.variant_config("none", 0), grid.variant_config("JR", 0)):
+        grid._robust_one((str(grid.find_checkpoint(c, [SHIPPED_DIR])), str(out / "rob" / f"{c.key()}.json"),
+                          40, ("noise", "fgsm"), "fast", "cpu"))
+    rob = grid.collect_robustness(out / "rob", grid.robustness_configs([0]))
+    grid.write_json(rob, out / "mnist_robustness.json")
+    return out
+
+
+def test_collected_runs_carry_the_checkpoint_metrics(results_dir):
+    runs = json.loads((results_dir / "mnist_runs.json").read_text())["runs"]
+    manifest = {e["key"]: e for e in json.loads((SHIPPED_DIR / "manifest.json").read_text())["checkpoints"]}
+    for r in runs:
+        assert r["metrics"]["test_acc"] == manifest[r["key"]]["metrics"]["test_acc"]
+        assert r["history"] and r["history"][-1]["iteration"] == r["config"]["iterations"]
+
+
+def test_robustness_collection_groups_by_model(results_dir):
+    rob = json.loads((results_dir / "mnist_robustness.json").read_text())
+    assert [g["label"] for g in rob["groups"]] == ["none", "JR"]
+    for m in rob["models"]:
+        assert m["n"] == 40 and set(m["distances"]) == {"noise", "fgsm", "worst"} and len(m["distances"]["noise"]) == 40
+    g = {g["label"]: g for g in rob["groups"]}
+    # JR moves decision boundaries away from the data: larger median noise fooling distance (Figure 3a)
+    assert g["JR"]["fooling"]["noise"]["median_mean"] > g["none"]["fooling"]["noise"]["median_mean"]
+
+
+def test_report_puts_our_numbers_next_to_the_papers(results_dir, tmp_path):
+    md = report.build(results_dir, tmp_path / "REPRODUCTION.md", png=False)
+    runs = json.loads((results_dir / "mnist_runs.json").read_text())["runs"]
+    rows = {(r["regularizer"], r["column"]): r for r in report.table1_rows(runs)}
+    none = [r for r in runs if r["label"] == "none"][0]
+    assert rows[("none", "all")]["ours"][0] == pytest.approx(100 * none["metrics"]["test_acc"])
+    assert rows[("none", "all")]["paper"] == (98.9, 0.1) and rows[("none", 1)]["note"] == "not run yet"
+    # every Table-1 and Table-2 row is there with the paper's value and ours
+    for v in report.TABLE1:
+        assert report.PAPER_NAMES[v] in md
+    assert "80.4 ± 0.7" in md and f"{100 * none['metrics']['usps_acc']:.1f}" in md
+    red = report.jacobian_reduction(runs)
+    assert red["ratio"] == pytest.approx(none["metrics"]["jac_fro_normalized"]
+                                         / [r for r in runs if r["label"] == "JR"][0]["metrics"]["jac_fro_normalized"])
+    assert f"{red['ratio']:.1f}×" in md
+    # the robustness table and the checked claim come from the collected robustness file
+    assert "Fig. 3a: JR is the most effective regularizer against white noise" in md and "| holds" in md
+    assert "few-shot k=1: 0 of 15 runs" in md
+
+
+def test_report_without_results_says_what_to_run(tmp_path, capsys):
+    assert report.cli(["--results", str(tmp_path), "--out", str(tmp_path / "R.md")]) == 1
+    assert "python -m jacviz grid" in capsys.readouterr().err
