@@ -236,7 +236,14 @@ def collect_robustness(folder: Path, configs: Sequence[TrainConfig]) -> dict:
             "n": sorted({r["n"] for r in records}), "cw_presets": sorted({r.get("cw_preset", "?") for r in records}),
             "devices": sorted({f"{e.get('device')} ({e.get('device_name')}, {e.get('torch_threads')} threads)" for e in envs}),
             "torch": sorted({str(e.get("torch")) for e in envs}),
-            "wall_s_total": round(sum(r.get("wall_s", 0) for r in records), 1)}
+            "wall_s_total": round(sum(r.get("wall_s", 0) for r in records), 1),
+            # the fields run_robustness writes, which the app's Robustness page shows
+            "n_requested": max((r["n"] for r in records), default=0),
+            "attacks": sorted({k for r in records for k in r.get("distances", {}) if k != "worst"}),
+            "device": ", ".join(sorted({str(e.get("device")) for e in envs})),
+            "device_name": ", ".join(sorted({str(e.get("device_name")) for e in envs})),
+            "date": max((str(e.get("date", "")) for e in envs), default="")[:10]}
+    meta["torch"] = ", ".join(meta["torch"])
     if records:
         from . import attacks as A
         meta["cw"] = A.CW_PAPER if meta["cw_presets"] == ["paper"] else A.CW_FAST

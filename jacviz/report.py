@@ -329,7 +329,9 @@ def _col_name(c) -> str:
     return {"all": "all data", "jac": "‖J‖_F (all data)"}.get(c, f"{c}/class")
 
 
-def table1_markdown(rows: list[dict]) -> str:
+def table1_markdown(rows: list[dict], details: bool = True):
+    """Wide table (paper / ours per cell) with the long one (difference, note per cell) in a <details>;
+    details=False returns the two markdown tables separately (the app shows the long one in an expander)."""
     wide_cols = (*FEWSHOT_K, "all", "jac")
     by = {(r["regularizer"], r["column"]): r for r in rows}
     wide = []
@@ -345,11 +347,13 @@ def table1_markdown(rows: list[dict]) -> str:
              fmt(r["ours"][0], r["ours"][1], 2 if r["column"] == "jac" else 1), r["ours"][2],
              f"{r['diff']:+.1f}" if math.isfinite(r["diff"]) else "—",
              {True: "yes", False: "**no**", None: "—"}[r["agrees"]], r["note"]] for r in rows]
-    return (_md_table(["Regularizer", *(_col_name(c) for c in wide_cols)], wide)
-            + "\n\nEach cell: paper / **ours** (mean ± 95% CI; n = runs). Accuracy in %, MNIST test set (10,000).\n\n"
-            + "<details><summary>Every cell with its difference and explanation</summary>\n\n"
-            + _md_table(["Regularizer", "Column", "Paper", "Ours", "n", "Ours − paper", "Intervals overlap", "Note"], long)
-            + "\n\n</details>")
+    wide_md = (_md_table(["Regularizer", *(_col_name(c) for c in wide_cols)], wide)
+               + "\n\nEach cell: paper / **ours** (mean ± 95% CI; n = runs). Accuracy in %, MNIST test set (10,000).")
+    long_md = _md_table(["Regularizer", "Column", "Paper", "Ours", "n", "Ours − paper", "Intervals overlap", "Note"], long)
+    if not details:
+        return wide_md, long_md
+    return (wide_md + "\n\n<details><summary>Every cell with its difference and explanation</summary>\n\n"
+            + long_md + "\n\n</details>")
 
 
 def table2_markdown(rows: list[dict]) -> str:

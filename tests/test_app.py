@@ -234,3 +234,19 @@ def test_gallery_picks_a_sample_and_other_datasets(app, user_models):
         app.selectbox(key="cells_dataset").set_value("cifar10").run()
         assert not app.exception, _errors(app)
         assert app.get("plotly_chart") or any("CIFAR-10" in i.value for i in app.info)
+
+
+def test_about_shows_the_reproduction_tables(app):
+    """About computes Table 1/2 from reproduction/mnist_runs.json with the same functions as REPRODUCTION.md."""
+    from jacviz import report
+
+    runs_file = ROOT / "reproduction" / "mnist_runs.json"
+    if not runs_file.is_file():
+        pytest.skip("no reproduction/mnist_runs.json in this checkout")
+    app.switch_page("jacviz/ui/about.py").run()
+    assert not app.exception, _errors(app)
+    runs = json.loads(runs_file.read_text())["runs"]
+    wide, _ = report.table1_markdown(report.table1_rows(runs), details=False)
+    shown = [m.value for m in app.markdown]
+    assert wide in shown
+    assert report.table2_markdown(report.table2_rows(runs)) in shown

@@ -43,3 +43,39 @@ def test_missing_dataset_names_folder_and_files(tmp_path, monkeypatch):
         data.load("mnist", "test")
     msg = str(err.value)
     assert str(tmp_path) in msg and "MNIST/raw" in msg and "idx3-ubyte" in msg
+
+
+@pytest.mark.parametrize("name", ["mnist", "usps", "cifar10"])
+def test_decoded_cache_gives_the_same_tensors(name, tmp_path, monkeypatch):
+    """The decoded-array cache (so the app need not import torchvision) returns torchvision's exact data."""
+    root = data.data_root()
+    monkeypatch.setenv("JACVIZ_CACHE", str(tmp_path))
+    monkeypatch.setattr(data, "_open", lambda *a: pytest.fail("torchvision read although cached"))
+    path = data._cache_path(name, False, root)
+    assert path is not None and path.parent == tmp_path and not path.exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("JACVIZ_CACHE", str(tmp_path))
+    direct = data._open(name, False, root)
+    raw, y = data._decode(name, False, root)  # miss: decodes with torchvision, writes the file
+    assert path.exists()
+    assert torch.equal(raw, torch.as_tensor(direct.data)) and torch.equal(y, torch.as_tensor(direct.targets).long())
+    monkeypatch.setattr(data, "_open", lambda *a: pytest.fail("torchvision read although cached"))
+    raw2, y2 = data._decode(name, False, root)  # hit
+    assert torch.equal(raw, raw2) and torch.equal(y, y2)
+    # a truncated cache file is ignored, decoded again and rewritten
+    path.write_bytes(path.read_bytes()[:100])
+    monkeypatch.undo()
+    monkeypatch.setenv("JACVIZ_CACHE", str(tmp_path))
+    raw3, _ = data._decode(name, False, root)
+    assert torch.equal(raw, raw3) and data._read_cache(path) is not None
+
+
+def test_cache_off_and_app_modules_do_not_import_torchvision(monkeypatch):
+    monkeypatch.setenv("JACVIZ_CACHE", "off")
+    assert data._cache_path("mnist", False, data.data_root()) is None
+    import subprocess
+    import sys
+    code = ("import sys, jacviz.data, jacviz.cells, jacviz.plots, jacviz.checkpoints, jacviz.train, models; "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

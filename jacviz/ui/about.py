@@ -104,3 +104,34 @@ if rows:
     st.download_button("Download table (CSV)", df.to_csv(index=False), "checkpoints.csv", "text/csv")
 else:
     st.info("No shipped checkpoints found in `checkpoints/` yet.")
+
+st.subheader("Reproduction: the paper's tables next to ours")
+RUNS_FILE = checkpoints.REPO_ROOT / "reproduction" / "mnist_runs.json"
+if RUNS_FILE.is_file():
+    from jacviz import report
+
+    try:
+        repro_runs = json.loads(RUNS_FILE.read_text())["runs"]
+    except (OSError, ValueError, KeyError) as err:
+        st.warning(f"`{RUNS_FILE}` could not be read ({type(err).__name__}: {err}).")
+    else:
+        st.caption(f"The same tables as `REPRODUCTION.md`, computed here from `{RUNS_FILE.name}` "
+                   f"({len(repro_runs)} finished runs; written by `python -m jacviz grid`). Mean ± 95% CI "
+                   "(Student's t) over runs; n = runs.")
+        st.markdown("**Table 1**: clean MNIST test accuracy (%) by samples per class, and mean test ‖J‖_F "
+                    "(normalized input)")
+        wide_md, long_md = report.table1_markdown(report.table1_rows(repro_runs), details=False)
+        st.markdown(wide_md)
+        with st.expander("Every cell with its difference and explanation"):
+            st.markdown(long_md)
+        red = report.jacobian_reduction(repro_runs)
+        if red["ratio"] == red["ratio"]:  # not nan
+            st.markdown(f"JR cuts the mean test ‖J‖_F by **{red['ratio']:.1f}×** against no regularization "
+                        f"(paper: {red['paper_ratio']:.0f}×).")
+        st.markdown("**Table 2**: accuracy (%) on the USPS test set of the models trained on all of MNIST")
+        st.markdown(report.table2_markdown(report.table2_rows(repro_runs)))
+        st.caption("Robustness figures and the checked claims are in `REPRODUCTION.md`; the Robustness page "
+                   "shows the same robustness results interactively.")
+else:
+    st.info(f"No reproduction results yet (`{RUNS_FILE}`): run `python -m jacviz grid`, then "
+            "`python -m jacviz report`.")

@@ -19,7 +19,11 @@ st.caption(
     "'worst' curve takes the smallest distance over the attacks per sample; gradient-masking checks flag "
     "results that look too good to be true.")
 
-SHIPPED = checkpoints.SHIPPED_DIR / "robustness.json"
+# Precomputed: the reproduction grid's results (all seeds; `python -m jacviz grid`), else a
+# robustness.json written next to the shipped checkpoints by `python -m jacviz robustness`.
+SHIPPED = next((p for p in (checkpoints.REPO_ROOT / "reproduction" / "mnist_robustness.json",
+                            checkpoints.SHIPPED_DIR / "robustness.json") if p.is_file()),
+               checkpoints.SHIPPED_DIR / "robustness.json")
 RUNS = checkpoints.user_dir() / "robustness_runs"
 ATTACK_NAMES = {"noise": "white noise", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW-L2"}
 
