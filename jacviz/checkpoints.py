@@ -61,11 +61,17 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def save(path: Path, model: nn.Module, config: TrainConfig, metrics: dict, history: list,
-         meta: dict | None = None) -> Path:
-    """Save a final checkpoint (weights as float32 on CPU, no optimizer state)."""
-    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+         meta: dict | None = None, half: bool = False) -> Path:
+    """Save a final checkpoint (weights on CPU, no optimizer state).
+
+    half: store floating-point weights as float16 (half the size, for shipping large models such
+    as DDNet, 4.6 MB in float32); ``load`` casts them back to float32 (``weights_dtype`` in meta).
+    """
+    state = {k: (v.detach().to("cpu", torch.float16) if half and v.is_floating_point() else v.detach().to("cpu"))
+             for k, v in model.state_dict().items()}
+    meta = dict(meta or {}, weights_dtype="float16" if half else "float32")
     payload = {"format": FORMAT, "config": config.to_dict(), "state_dict": state,
-               "metrics": metrics, "history": history, "meta": meta or {}}
+               "metrics": metrics, "history": history, "meta": meta}
     atomic_torch_save(payload, Path(path))
     return Path(path)
 
@@ -91,6 +97,7 @@ def load(path, device: str | torch.device = "cpu") -> Checkpoint:
     try:
         config = TrainConfig.from_dict(obj["config"])
         model = models.build(config.model, dropout=config.dropout)
+        # float16 weights (save(half=True)) are cast to the float32 parameters by load_state_dict
         model.load_state_dict(obj["state_dict"])
     except Exception as err:
         raise CheckpointError(f"{path.name}: config or weights do not match "

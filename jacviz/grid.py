@@ -300,8 +300,9 @@ JR ~3-4 min, AT ~4 min; few-shot runs 0.5-20 min depending on k. README gives th
     p.add_argument("--cw-preset", default="auto", choices=["auto", "paper", "fast"],
                    help="auto: paper with CUDA, fast on CPU (see `python -m jacviz robustness --help`)")
     p.add_argument("--out", default=str(REPO_ROOT / "runs" / "mnist"), help="where new checkpoints go")
-    p.add_argument("--also", nargs="*", default=[str(REPO_ROOT / "checkpoints")],
-                   help="folders whose finished checkpoints count as done (default: the shipped ones)")
+    p.add_argument("--also", nargs="*", default=[str(REPO_ROOT / "checkpoints"), str(REPO_ROOT / "checkpoints" / "seeds")],
+                   help="folders whose finished checkpoints count as done (default: the shipped seed-0 models "
+                        "and checkpoints/seeds/, the other seeds kept in git)")
     p.add_argument("--results", default=str(RESULTS_DIR), help="where the results JSON files go")
     p.add_argument("--workers", type=int, default=1, help="processes (a GPU fits several LeNet' runs)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / workers)")

@@ -93,3 +93,34 @@ def test_few_shot_mode(tmp_path):
     cfg = TrainConfig(few_shot_k=3, lr=0.01, iterations=100, milestones=(), eval_every=100, eval_samples=500, device="cpu")
     res = fit(cfg, show_progress=False)
     assert 0.2 < res.metrics["test_acc"] < 0.95  # 30 training images: better than chance, far from full data
+
+
+@pytest.mark.parametrize("name", ["ddnet", "shipped"])
+def test_half_precision_checkpoint_keeps_accuracy(tmp_path, name, mnist_test):
+    """save(half=True) halves the file and loads back as float32 with the same predictions."""
+    from jacviz.train import accuracy
+
+    if name == "shipped":
+        path = checkpoints.SHIPPED_DIR / f"{TrainConfig(weight_decay=5e-4, dropout=0.5, jr=0.01).key()}.pt"
+        if not path.exists():
+            pytest.skip("shipped L2+dropout+JR checkpoint missing")
+        ck = checkpoints.load(path)
+        x, y = mnist_test
+    else:  # an untrained DDNet: the size ratio and float32 round trip on the CIFAR-10 model
+        import models
+        from jacviz import data
+        cfg = TrainConfig(model="ddnet", dataset="cifar10", lr=0.01)
+        torch.manual_seed(0)
+        ck = checkpoints.Checkpoint(Path("x"), models.build("ddnet").eval(), cfg)
+        x, y = data.load("cifar10", "test")
+        x, y = x[:500], y[:500]
+    full = checkpoints.save(tmp_path / "full.pt", ck.model, ck.config, {}, [])
+    half = checkpoints.save(tmp_path / "half.pt", ck.model, ck.config, {}, [], half=True)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    back = checkpoints.load(half)
+    assert back.meta["weights_dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in back.model.parameters())
+    with torch.no_grad():
+        agree = (back.model(x[:2000]).argmax(1) == ck.model(x[:2000]).argmax(1)).float().mean().item()
+    assert agree >= 0.998
+    assert abs(accuracy(back.model, x, y) - accuracy(ck.model, x, y)) <= 0.001
