@@ -250,3 +250,41 @@ def test_about_shows_the_reproduction_tables(app):
     shown = [m.value for m in app.markdown]
     assert wide in shown
     assert report.table2_markdown(report.table2_rows(runs)) in shown
+
+
+@pytest.fixture(scope="session")
+def cifar_user_model(tmp_path_factory):
+    """A DDNet trained for 8 SGD steps on real CIFAR-10 (seconds): enough to exercise every CIFAR-10 path."""
+    folder = tmp_path_factory.mktemp("cifar_ckpts")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = TrainConfig(model="ddnet", dataset="cifar10", lr=0.01, iterations=8, milestones=(), seed=5,
+                          eval_every=8, eval_samples=100, checkpoint_every=8, device="cpu")
+        fit(cfg, out_dir=folder, show_progress=False, n_jac_during=20)
+    finally:
+        torch.set_num_threads(threads)
+    return folder, cfg.key()
+
+
+def test_cifar10_decision_cells_and_gallery(cifar_user_model, monkeypatch):
+    """CIFAR-10 is offered like MNIST: colour samples, planes through them, the per-model table."""
+    monkeypatch.setenv("JACVIZ_USER_CHECKPOINTS", str(cifar_user_model[0]))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["cells_res"] = 31
+    at.query_params["dataset"] = "cifar10"
+    at.query_params["sample"] = "3"
+    at.run()
+    assert not at.exception, _errors(at)
+    assert at.selectbox(key="cells_dataset").value == "cifar10"
+    fig = _figure(at)
+    assert fig["data"], "no traces in the CIFAR-10 decision-cell figure"
+    table = _table(at)
+    assert len(table) == 1 and table["prediction at x0"].notna().all()
+    assert at.image, "the CIFAR-10 sample thumbnail is shown"
+    from jacviz import data, gallery
+    thumb = gallery.to_image(data.load("cifar10", "test")[0][3])
+    assert thumb.shape == (32, 32, 3) and thumb.dtype.name == "uint8"  # in colour
+    at.number_input(key="cells_sample").set_value(4).run()
+    assert not at.exception, _errors(at)
+    assert _figure(at)["data"] != fig["data"]
