@@ -198,13 +198,37 @@ def _pool_map(fn, tasks: list, workers: int, threads: int, log):
 
 
 # ----------------------------------------------------------------------------- collect
-def collect_runs(folders: Sequence[Path], configs: Sequence[TrainConfig]) -> dict:
-    """Metrics and histories of the finished runs among ``configs`` (missing ones listed)."""
+def load_previous(path: Path) -> dict:
+    """An earlier results file (``mnist_runs.json`` or ``mnist_robustness.json``), or {} if there is none."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"{path} cannot be read ({err}); move it away to rebuild it from checkpoints only")
+
+
+def recorded_keys(previous: dict) -> set[str]:
+    """Keys of the runs (or robustness records) an earlier results file already holds."""
+    return {r["key"] for r in previous.get("runs", previous.get("models", []))}
+
+
+def collect_runs(folders: Sequence[Path], configs: Sequence[TrainConfig], previous: dict | None = None) -> dict:
+    """Metrics and histories of the finished runs among ``configs`` (missing ones listed).
+
+    A run whose checkpoint is not on disk (only seed 0 of each mix is kept in git; the other
+    checkpoints live in the gitignored ``runs/``) keeps its record from ``previous``, the
+    results file written when it was trained, with ``checkpoint`` set to None."""
     from .checkpoints import CheckpointError, _read
+    before = {r["key"]: r for r in (previous or {}).get("runs", [])}
     runs, missing = [], []
     for c in configs:
         p = find_checkpoint(c, folders)
         if p is None:
+            if c.key() in before:
+                runs.append({**before[c.key()], "checkpoint": None})
+                continue
             missing.append({"key": c.key(), "label": c.label(), "seed": c.seed})
             continue
         try:
@@ -218,15 +242,19 @@ def collect_runs(folders: Sequence[Path], configs: Sequence[TrainConfig]) -> dic
     return {"runs": runs, "missing": missing}
 
 
-def collect_robustness(folder: Path, configs: Sequence[TrainConfig]) -> dict:
-    """Merge per-checkpoint robustness records into one results dict with seed groups."""
+def collect_robustness(folder: Path, configs: Sequence[TrainConfig], previous: dict | None = None) -> dict:
+    """Merge per-checkpoint robustness records into one results dict with seed groups.
+
+    Records missing from ``folder`` (a fresh clone has no ``runs/``) are kept from ``previous``."""
     import numpy as np
     from .robustness import aggregate_seeds
+    before = {r["key"]: r for r in (previous or {}).get("models", [])}
     records = []
     for c in configs:
         f = Path(folder) / f"{c.key()}.json"
-        if f.exists():
-            r = json.loads(f.read_text())
+        r = json.loads(f.read_text()) if f.exists() else before.get(c.key())
+        if r is not None:
+            r = dict(r)
             r["distances"] = {k: np.array([math.inf if v is None else v for v in d], dtype=float)
                               for k, d in r.get("distances", {}).items()}
             records.append(r)
@@ -328,14 +356,19 @@ def cli(argv: Sequence[str] | None = None) -> int:
     cw_preset = a.cw_preset if a.cw_preset != "auto" else ("paper" if cuda else "fast")
     threads = a.threads or max(1, (os.cpu_count() or 1) // max(1, a.workers))
     out = Path(a.out)
-    folders = [out, *map(Path, a.also)]
+    folders = [*map(Path, a.also), out]  # committed copies first, so the results files cite them
     robust_dir = out / "robustness"
     log = lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", file=sys.stderr, flush=True)  # noqa: E731
 
+    results = Path(a.results)
+    prev_runs = load_previous(results / "mnist_runs.json")
+    prev_rob = load_previous(results / "mnist_robustness.json")
     configs = plan(experiments, a.seeds, schedule, a.fewshot_k, a.fewshot_runs)
-    todo = [c for c in configs if find_checkpoint(c, folders) is None]
+    # done: a checkpoint on disk, or a run the results file already records (its checkpoint may be gone)
+    todo = [c for c in configs if find_checkpoint(c, folders) is None and c.key() not in recorded_keys(prev_runs)]
     rconfigs = [c for c in robustness_configs(a.robust_seeds, schedule) if c.key() in {k.key() for k in configs}]
-    rtodo = [c for c in rconfigs if not (robust_dir / f"{c.key()}.json").exists()]
+    rtodo = [c for c in rconfigs
+             if not (robust_dir / f"{c.key()}.json").exists() and c.key() not in recorded_keys(prev_rob)]
     log(f"schedule {schedule}; {len(configs)} runs planned, {len(configs) - len(todo)} done; "
         f"robustness of {len(rconfigs)} runs planned, {len(rconfigs) - len(rtodo)} done (n={a.robust_n}, CW {cw_preset})")
     if a.dry_run:
@@ -351,23 +384,25 @@ def cli(argv: Sequence[str] | None = None) -> int:
         for c in rtodo:
             path = find_checkpoint(c, folders)
             if path is None:
-                log(f"robustness of {c.label()} seed {c.seed} skipped: not trained yet")
+                why = ("its checkpoint was not kept (the results file records the run; remove that record "
+                       "to retrain it)") if c.key() in recorded_keys(prev_runs) else "not trained yet"
+                log(f"robustness of {c.label()} seed {c.seed} skipped: {why}")
                 continue
             tasks.append((str(path), str(robust_dir / f"{c.key()}.json"), a.robust_n, ROBUST_ATTACKS, cw_preset, a.device))
         if tasks:
             log(f"robustness of {len(tasks)} runs")
             _pool_map(_robust_one, tasks, a.workers, threads, log)
-    results = Path(a.results)
     all_configs = plan(EXPERIMENTS, sorted(set(a.seeds) | set(range(5))), schedule, FEWSHOT_K,
                        max(a.fewshot_runs, 15))
-    runs = collect_runs(folders, all_configs)
+    runs = collect_runs(folders, all_configs, prev_runs)
     runs["meta"] = {"schedule": schedule, "schedules": {k: {kk: list(vv) if isinstance(vv, tuple) else vv
                                                            for kk, vv in v.items()} for k, v in SCHEDULES.items()},
                     "fewshot": {k: list(v) if isinstance(v, tuple) else v for k, v in FEWSHOT.items()},
                     "written": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     runs["missing"] = [m for m in runs["missing"] if m["key"] in {c.key() for c in configs}]
     write_json(runs, results / "mnist_runs.json")
-    rob = collect_robustness(robust_dir, robustness_configs(sorted(set(a.robust_seeds) | set(range(5))), schedule))
+    rob = collect_robustness(robust_dir, robustness_configs(sorted(set(a.robust_seeds) | set(range(5))), schedule),
+                             prev_rob)
     if rob["models"]:
         write_json(rob, results / "mnist_robustness.json")
     log(f"wrote {results / 'mnist_runs.json'} ({len(runs['runs'])} finished runs)"

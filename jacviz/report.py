@@ -183,7 +183,9 @@ def robustness_rows(rob: dict) -> list[dict]:
         clean = [100 * m["clean_accuracy"] for m in ms]
         row = {"label": g["label"], "jr": ms[0]["config"].get("jr") if ms else None, "n_seeds": g["n_seeds"],
                "clean": (float(np.mean(clean)), float(np.std(clean, ddof=1)) if len(clean) > 1 else math.nan),
-               "median": {k: (f["median_mean"], f["median_std"]) for k, f in g["fooling"].items()},
+               # JSON has no infinity: a median that is never fooled within the budget is stored as null
+               "median": {k: (math.inf if f["median_mean"] is None else f["median_mean"],
+                              math.nan if f["median_std"] is None else f["median_std"]) for k, f in g["fooling"].items()},
                "never": {k: f["never_fooled_mean"] for k, f in g["fooling"].items()},
                "flags": g.get("masking_flags", [])}
         rows.append(row)
@@ -323,7 +325,10 @@ def write_pngs(figs: dict, folder: Path) -> dict:
             fig.write_image(p, width=fig.layout.width or 900, height=fig.layout.height or 550)
             out[stem] = str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
         except Exception as err:  # kaleido or its Chromium missing
-            out[stem] = f"(PNG export failed: {type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
+            why = str(err).splitlines()[0][:120] if str(err).strip() else "no message"
+            out[stem] = (f"(PNG export failed: {type(err).__name__}: {why}. Static export needs the kaleido package "
+                         "and a Chromium it can start, e.g. `apt-get install chromium`; rerun `python -m jacviz report`)")
+            print(f"warning: {stem}.png not written: {type(err).__name__}: {why}", file=sys.stderr)
     return out
 
 
@@ -421,6 +426,8 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
 
     full = [r for r in runs if r["config"].get("few_shot_k") is None]
     devices = sorted({f"{r['meta'].get('device', '?')} ({r['meta'].get('device_name', '?')}, torch {r['meta'].get('torch', '?')})" for r in runs})
+    kept = sum(1 for r in runs if r.get("checkpoint") and not r["checkpoint"].startswith("runs/")
+               and (REPO_ROOT / r["checkpoint"]).exists())
     hours = sum(r["metrics"].get("train_time_s", 0) for r in runs) / 3600
     nproj_rows = []
     base = mean_ci([r["metrics"].get("train_time_s") for r in select(runs, "none")])
@@ -455,6 +462,10 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
                                   f"({json.dumps(rob['meta'].get('cw', {}))}), on {', '.join(rob['meta'].get('devices', []))}; "
                                   f"{rob['meta'].get('wall_s_total', 0) / 3600:.1f} h in all."
                                   if rob["models"] else "not run yet."),
+          f"- **Checkpoints**: {kept} of the {len(runs)} runs have their checkpoint in git (`checkpoints/`: seed 0 "
+          "of the Table-1 and defended mixes); the others' metrics and histories are recorded in "
+          "`reproduction/mnist_runs.json` (their `checkpoint` is null or under the gitignored `runs/`): their checkpoints "
+          "stayed on the machine that trained them.",
           "- **Statistics**: mean ± 95% CI (Student's t over runs); intervals that overlap the paper's count as agreeing.\n",
           "## Table 1: clean MNIST test accuracy and ‖J‖_F\n", table1_markdown(t1), "",
           f"**JR cuts the mean test ‖J‖_F by {red['ratio']:.1f}×** against no regularization "
@@ -488,6 +499,12 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           figure_md(pngs, "figS6_noise", "Figure S6 (ours): λ_JR sweep, white noise"), "",
           figure_md(pngs, "figS6_pgd", "Figure S6 (ours): λ_JR sweep, PGD"), "",
           figure_md(pngs, "figS6_cw", "Figure S6 (ours): λ_JR sweep, CW fooling distance"), "",
+          "## Compute: how long it took\n",
+          _md_table(["Kind of run", "runs", "median (s)", "range (s)", "total (h)"], timing_rows(runs, rob)),
+          "",
+          f"On {', '.join(devices) or '—'}: this project's 2-core CPU VM, one torch thread per process, usually two "
+          "processes at once (so each ran on about one core); the first seed-0 runs shared the CPU with more jobs "
+          "and are slower. A GPU runs the paper's schedule instead (`--schedule auto`).\n",
           "## Not yet reproduced\n",
           _missing_md(R, runs), "",
           "## How to rerun\n",
@@ -498,6 +515,34 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
     text = "\n".join(md) + "\n"
     Path(out_md).write_text(text)
     return text
+
+
+def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
+    """How long the runs took, by kind: [kind, runs, median s, min–max s, total h] (training wall time
+    as the trainer measured it, evaluations included; robustness per model as the grid measured it)."""
+    groups: dict[str, list[float]] = {}
+
+    def kind(cfg: dict) -> str:
+        if cfg.get("few_shot_k"):
+            base = f"few-shot k={cfg['few_shot_k']}, full batch {10 * cfg['few_shot_k']}, 10k iterations"
+            return base + (", JR" if cfg.get("jr") else ", no JR")
+        parts = ["all data, 6k iterations" if cfg.get("iterations") == 6000 else f"all data, {cfg.get('iterations')} iterations"]
+        if cfg.get("jr"):
+            n = cfg.get("n_proj")
+            parts.append("JR " + ("exact" if n is None else f"n_proj={n}"))
+        if cfg.get("adv_train"):
+            parts.append("FGSM AT")
+        return ", ".join(parts) if len(parts) > 1 else parts[0] + ", no JR/AT"
+
+    for r in runs:
+        t = r["metrics"].get("train_time_s")
+        if t:
+            groups.setdefault(kind(r["config"]), []).append(float(t))
+    for m in (rob or {}).get("models", []):
+        if m.get("wall_s"):
+            groups.setdefault(f"robustness of one model, n={m['n']}, CW {m.get('cw_preset', '?')}", []).append(m["wall_s"])
+    return [[k, len(v), f"{np.median(v):.0f}", f"{min(v):.0f}–{max(v):.0f}", f"{sum(v) / 3600:.2f}"]
+            for k, v in sorted(groups.items(), key=lambda kv: (kv[0].startswith("robustness"), kv[0]))]
 
 
 def _missing_md(R: dict, runs: list[dict]) -> str:

@@ -104,3 +104,32 @@ def test_report_puts_our_numbers_next_to_the_papers(results_dir, tmp_path):
 def test_report_without_results_says_what_to_run(tmp_path, capsys):
     assert report.cli(["--results", str(tmp_path), "--out", str(tmp_path / "R.md")]) == 1
     assert "python -m jacviz grid" in capsys.readouterr().err
+
+
+def test_collect_keeps_recorded_runs_whose_checkpoints_are_gone(results_dir, tmp_path):
+    """Only seed 0 is kept in git: a fresh clone's `grid --stage collect` must not drop the other
+    runs from the results files, nor retrain or re-evaluate them."""
+    prev_runs = json.loads((results_dir / "mnist_runs.json").read_text())
+    prev_rob = json.loads((results_dir / "mnist_robustness.json").read_text())
+    gone = grid.fewshot_config("JR", 1, 7)  # a run whose checkpoint is not on disk
+    prev_runs["runs"].append({"key": gone.key(), "label": gone.label(), "checkpoint": "runs/mnist/x.pt",
+                              "config": gone.to_dict(), "metrics": {"test_acc": 0.5}, "history": [], "meta": {}})
+    configs = grid.plan(["table1", "defended"], [0]) + [gone]
+    runs = grid.collect_runs([tmp_path], configs, prev_runs)  # no checkpoint anywhere
+    assert not runs["missing"] and len(runs["runs"]) == 9 and {r["checkpoint"] for r in runs["runs"]} == {None}
+    assert grid.collect_runs([tmp_path], configs)["missing"]  # without the record they are missing
+    rob = grid.collect_robustness(tmp_path / "nothing", grid.robustness_configs([0]), prev_rob)
+    assert [m["key"] for m in rob["models"]] == [m["key"] for m in prev_rob["models"]]
+    assert np.array_equal(rob["models"][0]["distances"]["noise"],
+                          np.array([math.inf if v is None else v for v in prev_rob["models"][0]["distances"]["noise"]]))
+    # the CLI: nothing to train or evaluate, and the rewritten files keep every record
+    res = tmp_path / "results"
+    res.mkdir()
+    grid.write_json(prev_runs, res / "mnist_runs.json")
+    (res / "mnist_robustness.json").write_text((results_dir / "mnist_robustness.json").read_text())
+    assert grid.cli(["--experiments", "table1", "--seeds", "0", "--out", str(tmp_path / "runs"), "--also",
+                     "--results", str(res), "--robust-seeds", "0", "--workers", "1"]) == 0
+    after = json.loads((res / "mnist_runs.json").read_text())
+    assert gone.key() in {r["key"] for r in after["runs"]} and len(after["runs"]) == 9
+    assert len(json.loads((res / "mnist_robustness.json").read_text())["models"]) == 2
+    assert not (tmp_path / "runs").exists()  # nothing was trained

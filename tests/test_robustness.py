@@ -223,7 +223,7 @@ def test_run_robustness_cli_writes_json_and_figures(lenet_plain, lenet_jr, tmp_p
     assert m0["n"] == 16 and m0["label"] and m0["key"] and m0["curves"]["pgd"]["strengths"] == [0, 1, 2, 3, 4]
     assert m0["fooling_settings"]["cw"]["steps"] == 5 and m0["curves"]["noise"]["settings"]["n_draws"] == 3
     groups = {g["label"]: g for g in raw["groups"]}
-    assert groups["none"]["n_seeds"] == 2 and groups["JR"]["n_seeds"] == 1
+    assert groups["none"]["n_seeds"] == 2 and groups["JR(λ=0.1)"]["n_seeds"] == 1
     assert len(groups["none"]["curves"]["fgsm"]["accuracies"]) == 2
     back = R.load_results(out / "robustness.json")
     for rec in back["models"]:
