@@ -210,6 +210,28 @@ def test_robustness_run_and_cw_button(app, user_models):
     assert list(cw.columns)[:2] == ["model", "CW-L2 fooling distance (L2 px)"] and len(cw) == 1
 
 
+def test_robustness_page_shows_the_shipped_reproduction_results(app):
+    """The grid's results load at once; the Table-1 mixes are shown first, others can be added."""
+    # the file the page loads first (importing the page module here would run it outside the app)
+    path = Path(__file__).resolve().parent.parent / "reproduction" / "mnist_robustness.json"
+    if not path.is_file():
+        pytest.skip("no reproduction robustness results in the repository")
+    shipped = json.loads(path.read_text())
+    labels = [g["label"] for g in shipped["groups"]]
+    app.switch_page("jacviz/ui/robustness.py").run()
+    assert not app.exception, _errors(app)
+    show = app.multiselect(key="rob_show_shipped")
+    expected = labels if len(labels) <= 6 else labels[:5]
+    assert list(show.value) == expected
+    table = app.dataframe[0].value
+    assert list(table["model"]) == [m["label"] for m in shipped["models"] if m["label"] in expected]
+    assert set(table["n"]) == {m["n"] for m in shipped["models"]}
+    if len(labels) > len(expected):
+        show.set_value(expected + [labels[-1]]).run()
+        assert not app.exception, _errors(app)
+        assert labels[-1] in list(app.dataframe[0].value["model"])
+
+
 def test_gallery_picks_a_sample_and_other_datasets(app, user_models):
     app.run()
     app.selectbox(key="gal_class").set_value(3).run()

@@ -51,7 +51,11 @@ def show(results: dict, source: str, key: str, path: str) -> None:
         return
     meta = results.get("meta", {})
     labels = [g["label"] for g in groups]
-    chosen = st.multiselect("Models shown", labels, default=labels, key=f"rob_show_{key}")
+    # more than six curves per panel hide each other: start with the first five (the Table-1 mixes in the
+    # reproduction results) and let the user add the defended models and the lambda sweep
+    chosen = st.multiselect("Models shown", labels, default=labels if len(labels) <= 6 else labels[:5],
+                            key=f"rob_show_{key}",
+                            help=f"{len(labels)} models in these results; add or remove to compare.")
     st.caption(f"{source}: first {meta.get('n_requested', '?')} test samples, computed on "
                f"{meta.get('device_name') or meta.get('device', '?')} ({meta.get('device', '?')}), "
                f"torch {meta.get('torch', '?')}, {meta.get('date', '?')}."
