@@ -363,12 +363,13 @@ def cli(argv: Sequence[str] | None = None) -> int:
     results = Path(a.results)
     prev_runs = load_previous(results / "mnist_runs.json")
     prev_rob = load_previous(results / "mnist_robustness.json")
+    recorded, recorded_rob = recorded_keys(prev_runs), recorded_keys(prev_rob)
     configs = plan(experiments, a.seeds, schedule, a.fewshot_k, a.fewshot_runs)
     # done: a checkpoint on disk, or a run the results file already records (its checkpoint may be gone)
-    todo = [c for c in configs if find_checkpoint(c, folders) is None and c.key() not in recorded_keys(prev_runs)]
+    todo = [c for c in configs if find_checkpoint(c, folders) is None and c.key() not in recorded]
     rconfigs = [c for c in robustness_configs(a.robust_seeds, schedule) if c.key() in {k.key() for k in configs}]
     rtodo = [c for c in rconfigs
-             if not (robust_dir / f"{c.key()}.json").exists() and c.key() not in recorded_keys(prev_rob)]
+             if not (robust_dir / f"{c.key()}.json").exists() and c.key() not in recorded_rob]
     log(f"schedule {schedule}; {len(configs)} runs planned, {len(configs) - len(todo)} done; "
         f"robustness of {len(rconfigs)} runs planned, {len(rconfigs) - len(rtodo)} done (n={a.robust_n}, CW {cw_preset})")
     if a.dry_run:
@@ -385,7 +386,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
             path = find_checkpoint(c, folders)
             if path is None:
                 why = ("its checkpoint was not kept (the results file records the run; remove that record "
-                       "to retrain it)") if c.key() in recorded_keys(prev_runs) else "not trained yet"
+                       "to retrain it)") if c.key() in recorded else "not trained yet"
                 log(f"robustness of {c.label()} seed {c.seed} skipped: {why}")
                 continue
             tasks.append((str(path), str(robust_dir / f"{c.key()}.json"), a.robust_n, ROBUST_ATTACKS, cw_preset, a.device))

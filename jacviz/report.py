@@ -532,7 +532,7 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
         if cfg.get("few_shot_k"):
             base = f"few-shot k={cfg['few_shot_k']}, full batch {10 * cfg['few_shot_k']}, 10k iterations"
             return base + (", JR" if cfg.get("jr") else ", no JR")
-        parts = ["all data, 6k iterations" if cfg.get("iterations") == 6000 else f"all data, {cfg.get('iterations')} iterations"]
+        parts = [f"all data, {cfg.get('iterations', 0) // 1000}k iterations"]
         if cfg.get("jr"):
             n = cfg.get("n_proj")
             parts.append("JR " + ("exact" if n is None else f"n_proj={n}"))
