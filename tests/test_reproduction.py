@@ -133,3 +133,16 @@ def test_collect_keeps_recorded_runs_whose_checkpoints_are_gone(results_dir, tmp
     assert gone.key() in {r["key"] for r in after["runs"]} and len(after["runs"]) == 9
     assert len(json.loads((res / "mnist_robustness.json").read_text())["models"]) == 2
     assert not (tmp_path / "runs").exists()  # nothing was trained
+
+
+def test_few_shot_notes_claim_a_systematic_offset_only_from_several_runs():
+    """Every mix above the paper in a column is called a protocol offset only with >= 3 runs each."""
+    def runs_for(n_runs):
+        return [{"key": f"{v}{s}", "label": v, "config": grid.fewshot_config(v, 30, s).to_dict(),
+                 "metrics": {"test_acc": (report.PAPER_TABLE1[v][30][0] + 2.0 + 0.1 * s) / 100}, "history": []}
+                for v in report.TABLE1 for s in range(n_runs)]
+
+    one = {(r["regularizer"], r["column"]): r for r in report.table1_rows(runs_for(1))}
+    assert "systematic" not in one[("none", 30)]["note"] and "few runs" in one[("none", 30)]["note"]
+    three = {(r["regularizer"], r["column"]): r for r in report.table1_rows(runs_for(3))}
+    assert not three[("none", 30)]["agrees"] and "systematic offset" in three[("none", 30)]["note"]
