@@ -146,3 +146,18 @@ def test_few_shot_notes_claim_a_systematic_offset_only_from_several_runs():
     assert "systematic" not in one[("none", 30)]["note"] and "few runs" in one[("none", 30)]["note"]
     three = {(r["regularizer"], r["column"]): r for r in report.table1_rows(runs_for(3))}
     assert not three[("none", 30)]["agrees"] and "systematic offset" in three[("none", 30)]["note"]
+
+
+def test_jacobian_norm_notes_blame_the_schedule_only_where_the_norm_still_moves():
+    """A ‖J‖_F below the paper's is put down to the shorter schedule only if it grew during training."""
+    def runs_with(first, last):
+        return [{"key": f"{v}{s}", "label": v, "config": grid.variant_config(v, s).to_dict(),
+                 "metrics": {"test_acc": 0.99, "jac_fro_normalized": last, "jac_fro_pixel": last / 0.3081},
+                 "history": [{"jac_fro_normalized": first, "n_jac": 1000}, {"jac_fro_normalized": last, "n_jac": 1000}]}
+                for v in report.TABLE1 for s in range(3)]
+
+    growing = {r["regularizer"]: r for r in report.table1_rows(runs_with(5.0, 8.0)) if r["column"] == "jac"}
+    assert "still grows" in growing["none"]["note"] and "5.00" in growing["none"]["note"]
+    falling = {r["regularizer"]: r for r in report.table1_rows(runs_with(8.0, 5.0)) if r["column"] == "jac"}
+    assert "not from the shorter schedule" in falling["none"]["note"]
+    assert "cause not established" in falling["none"]["note"]
