@@ -9,7 +9,8 @@ typing a new sample index -> the figures redrawn (sample change). --no-cache poi
 JACVIZ_CACHE at an empty folder, so the first data load decodes with torchvision (a first-ever
 start); by default the decoded-data cache in ~/.cache/jacviz is used, as on every later start.
 Prints the machine, a breakdown per run (server healthy, Chromium's own launch) and the median
-over runs. The issue's targets on the 2-core CPU: cold start <= 10 s, sample change <= 3 s. Numbers depend on the machine's load: run it on an idle machine.
+over runs. The issue's targets on the 2-core CPU: cold start <= 10 s, sample change <= 3 s.
+Numbers depend on the machine's load: run it on an idle machine.
 """
 from __future__ import annotations
 
