@@ -315,8 +315,11 @@ Examples:
   python -m jacviz grid --stage robustness --robust-seeds 0-2 --robust-n 1000
   python -m jacviz grid --stage collect                 # only rewrite the results files
 
-Measured here (2-core CPU, 1 torch thread a process, short schedule): a plain LeNet' run ~2 min,
-JR ~3-4 min, AT ~4 min; few-shot runs 0.5-20 min depending on k. README gives the full timings.""")
+Measured on this project's 2-core CPU VM (1 torch thread a process, two at once, short schedule):
+a full-data LeNet' run takes ~2 min plain, ~6 min with JR, ~3.5 min with AT, ~9 min with JR+AT,
+~8 min with n_proj=3, ~19 min with exact JR; a few-shot run 0.7 min (k=1, plain) to 18 min (k=30,
+JR); robustness of one model on 500 images ~1.7 min (medians). REPRODUCTION.md (section
+Compute) lists every kind of run with its measured times.""")
     p.add_argument("--experiments", default=",".join(EXPERIMENTS), help=f"comma-separated subset of {','.join(EXPERIMENTS)}")
     p.add_argument("--seeds", type=_ints, default=list(range(5)), help="training seeds, e.g. 0-4 (paper: 5)")
     p.add_argument("--fewshot-runs", type=int, default=15, help="runs per few-shot cell (paper: 15)")
