@@ -318,7 +318,7 @@ Examples:
 Measured on this project's 2-core CPU VM (1 torch thread a process, two at once, short schedule):
 a full-data LeNet' run takes ~2 min plain, ~6 min with JR, ~3.5 min with AT, ~9 min with JR+AT,
 ~8 min with n_proj=3, ~19 min with exact JR; a few-shot run 0.7 min (k=1, plain) to 18 min (k=30,
-JR); robustness of one model on 500 images ~1.7 min (medians). REPRODUCTION.md (section
+JR); robustness of one model on 500 images ~1.5 min (medians). REPRODUCTION.md (section
 Compute) lists every kind of run with its measured times.""")
     p.add_argument("--experiments", default=",".join(EXPERIMENTS), help=f"comma-separated subset of {','.join(EXPERIMENTS)}")
     p.add_argument("--seeds", type=_ints, default=list(range(5)), help="training seeds, e.g. 0-4 (paper: 5)")
