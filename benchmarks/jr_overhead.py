@@ -1,6 +1,7 @@
 """Time per training step: plain SGD vs JR (n_proj = 1, 3, exact), as ratios to plain, one run.
 
-    python benchmarks/jr_overhead.py [--models lenet,ddnet] [--devices cpu,cuda] [--steps 30]
+    python benchmarks/jr_overhead.py [--models lenet,ddnet,resnet18] [--devices cpu,cuda] [--steps 30]
+                                     [--nproj 1,3,exact]
 
 Each step is the full training step of jacviz.train (forward, CE, penalty, backward, SGD update)
 on random [0,1] batches of 100 (timing does not depend on pixel values). Median over --steps
@@ -49,6 +50,7 @@ def main() -> None:
     p.add_argument("--devices", default="cpu,cuda")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--nproj", default="1,3,exact", help="penalties to time, e.g. 1 for ResNet-18 on a CPU")
     a = p.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}")
@@ -66,7 +68,7 @@ def main() -> None:
             y = torch.randint(0, 10, (a.batch,), device=device)
             base = step_time(model, x, y, "plain", a.steps, device)
             row = [f"{name:8s} {label}: plain {base * 1e3:7.1f} ms"]
-            for n in (1, 3, "exact"):
+            for n in [v if v == "exact" else int(v) for v in a.nproj.split(",")]:
                 t = step_time(model, x, y, n, a.steps if n != "exact" else max(5, a.steps // 3), device)
                 row.append(f"n_proj={n}: {t / base:5.2f}x")
             print(" | ".join(row), flush=True)

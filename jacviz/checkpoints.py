@@ -125,6 +125,22 @@ def scan(*folders) -> tuple[list[Checkpoint], list[tuple[Path, str]]]:
     return good, bad
 
 
+def ship(path, folder: Path = SHIPPED_DIR, half: bool = False, n_check: int = 1000) -> Path:
+    """Copy a finished checkpoint into ``folder`` (the shipped one by default), optionally with
+    float16 weights; returns the new path. With ``half``, the float32 model's accuracy on the first
+    ``n_check`` test images is stored in ``meta['float32_check']`` so a test can show the float16
+    copy predicts the same (tests/test_models.py)."""
+    from . import data
+    ck = load(path)
+    meta = dict(ck.meta)
+    if half:
+        x, y = data.load(ck.config.dataset, "test")
+        with torch.no_grad():
+            pred = torch.cat([ck.model(x[s:s + 500]).argmax(1) for s in range(0, n_check, 500)])
+        meta["float32_check"] = {"n": n_check, "test_acc": (pred == y[:n_check]).float().mean().item()}
+    return save(Path(folder) / Path(path).name, ck.model, ck.config, ck.metrics, ck.history, meta, half=half)
+
+
 def write_manifest(folder: Path = SHIPPED_DIR) -> Path:
     """Write ``manifest.json``: for each checkpoint, its label, how it was trained and what it measured."""
     good, bad = scan(folder)

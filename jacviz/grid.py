@@ -1,14 +1,16 @@
 """The reproduction grid: every training and robustness run behind REPRODUCTION.md, one command.
 
-``python -m jacviz grid`` enumerates the runs of the paper's MNIST experiments (LeNet'),
+``python -m jacviz grid`` enumerates the runs of the paper's MNIST experiments (LeNet'), or
+with ``--dataset cifar10`` those of Appendix E (DDNet and ResNet-18 on CIFAR-10),
 trains what is missing (each run resumable from its atomic ``<key>.resume.pt``; finished runs,
 here or in ``--also`` folders such as the shipped ``checkpoints/``, are skipped), evaluates
 robustness of the chosen runs, and collects everything into the results files that
 ``python -m jacviz report`` turns into REPRODUCTION.md:
 
-- ``<results>/mnist_runs.json``: config, final metrics (test accuracy, USPS accuracy, mean
-  test ||J||_F) and per-evaluation history of every finished run;
-- ``<results>/mnist_robustness.json``: per-model robustness records and mean/std over seeds
+- ``<results>/<dataset>_runs.json`` (mnist_runs.json, cifar10_runs.json): config, final
+  metrics (test accuracy, USPS accuracy, mean test ||J||_F) and per-evaluation history of
+  every finished run;
+- ``<results>/<dataset>_robustness.json``: per-model robustness records and mean/std over seeds
   (the format of ``jacviz.robustness.run_robustness``; the app's Robustness page loads it).
 
 Experiments (Section 3 and Appendices of Hoffman et al. 2019):
@@ -18,9 +20,17 @@ Experiments (Section 3 and Appendices of Hoffman et al. 2019):
   nproj     JR with n_proj = 3 and exact (Figure 2; n_proj = 1 is table1's JR)
   lambda    L2+dropout+JR with lambda_JR in 0.001, 0.003, 0.03, 0.1 (Figure S6; 0 and 0.01 are in defended)
 
-Schedules: 'paper' is 150k iterations, lr /10 at 50k and 100k; 'short' is 10 epochs (6000
-iterations), lr /10 at 1800 and 3600, which reaches the paper's full-data accuracies for LeNet'
-(REPRODUCTION.md compares them). 'auto' picks 'paper' with CUDA and 'short' without.
+With --dataset cifar10 (Appendix E; lr 0.01 DDNet, 0.1 ResNet-18):
+  table1    DDNet, the five Table-S3 mixes on all of CIFAR-10
+  defended  DDNet, L2+dropout base with +AT, +JR, +JR+AT (Figure S3b/c, S5e)
+  fewshot   DDNet, the Table-S3 mixes on k = 1, 3, 10, 30 samples per class
+  resnet    ResNet-18 (L2, no dropout): none, L2, JR, L2+JR, L2+AT, L2+JR+AT (Figure S4, S5c/f)
+
+Schedules: 'paper' is 150k iterations, lr /10 at 50k and 100k; 'short' is, for LeNet' on MNIST,
+10 epochs (6000 iterations), lr /10 at 1800 and 3600, which reaches the paper's full-data
+accuracies (REPRODUCTION.md compares them); for CIFAR-10 it is 3 epochs (1500 iterations), lr /10
+at 900 and 1200: what a 2-core CPU trains in minutes, far below the paper's accuracies (a GPU
+job otherwise). 'auto' picks 'paper' with CUDA and 'short' without.
 """
 from __future__ import annotations
 
@@ -46,10 +56,21 @@ FEWSHOT_K = (1, 3, 10, 30)
 NPROJ = (3, None)
 LAMBDAS = (0.001, 0.003, 0.03, 0.1)
 EXPERIMENTS = ("table1", "defended", "fewshot", "nproj", "lambda")
+CIFAR_EXPERIMENTS = ("table1", "defended", "fewshot", "resnet")
+RESNET = ("none", "L2", "JR", "L2+JR", "L2+AT", "L2+JR+AT")  # Figure S4: L2, never dropout
+DATASETS = ("mnist", "cifar10")
 SCHEDULES = {
     "short": {"iterations": 6000, "milestones": (1800, 3600), "eval_every": 600, "checkpoint_every": 600},
     "paper": {"iterations": 150000, "milestones": (50000, 100000), "eval_every": 5000, "checkpoint_every": 5000},
 }
+# CIFAR-10 (Appendix E): the final ||J||_F on the first 1000 test images (10 backward passes each).
+CIFAR_SCHEDULES = {
+    "short": {"iterations": 1500, "milestones": (900, 1200), "eval_every": 750, "checkpoint_every": 250,
+              "jac_samples": 1000},
+    "paper": {"iterations": 150000, "milestones": (50000, 100000), "eval_every": 5000, "checkpoint_every": 5000,
+              "jac_samples": 1000},
+}
+CIFAR_LR = {"ddnet": 0.01, "resnet18": 0.1}
 # Few-shot protocol of Table 1 (paper, Section 3.1): full batch, constant lr 0.01, 10k iterations.
 FEWSHOT = {"lr": 0.01, "iterations": 10000, "milestones": (), "eval_every": 2500, "checkpoint_every": 2500}
 # Robustness defaults (Appendix F: 1000 test samples); CW preset by device (see robustness --help).
@@ -65,55 +86,73 @@ def resolve_schedule(name: str) -> str:
     return name
 
 
-def variant_config(variant: str, seed: int, schedule: str = "short", **overrides) -> TrainConfig:
-    """TrainConfig of a named mix (``config.PAPER_VARIANTS``) on all of MNIST."""
-    return TrainConfig(seed=seed, **SCHEDULES[schedule], **{**PAPER_VARIANTS[variant], **overrides})
+def variant_config(variant: str, seed: int, schedule: str = "short", dataset: str = "mnist",
+                   model: str | None = None, **overrides) -> TrainConfig:
+    """TrainConfig of a named mix (``config.PAPER_VARIANTS``) on all of MNIST (LeNet') or of
+    CIFAR-10 (``model`` 'ddnet', the default there, or 'resnet18'; Appendix E learning rates)."""
+    if dataset == "mnist":
+        return TrainConfig(seed=seed, **SCHEDULES[schedule], **{**PAPER_VARIANTS[variant], **overrides})
+    model = model or "ddnet"
+    return TrainConfig(model=model, dataset=dataset, lr=CIFAR_LR[model], seed=seed, **CIFAR_SCHEDULES[schedule],
+                       **{**PAPER_VARIANTS[variant], **overrides})
 
 
-def fewshot_config(variant: str, k: int, seed: int) -> TrainConfig:
-    """Few-shot run: k samples per class drawn with ``seed`` (data.few_shot_indices), full batch."""
-    return TrainConfig(seed=seed, few_shot_k=k, **FEWSHOT, **PAPER_VARIANTS[variant])
+def fewshot_config(variant: str, k: int, seed: int, dataset: str = "mnist") -> TrainConfig:
+    """Few-shot run: k samples per class drawn with ``seed`` (data.few_shot_indices), full batch
+    (LeNet' on MNIST, DDNet on CIFAR-10)."""
+    arch = {} if dataset == "mnist" else {"model": "ddnet", "dataset": dataset, "jac_samples": 1000}
+    return TrainConfig(seed=seed, few_shot_k=k, **FEWSHOT, **arch, **PAPER_VARIANTS[variant])
+
+
+def experiment_names(dataset: str = "mnist") -> tuple[str, ...]:
+    return EXPERIMENTS if dataset == "mnist" else CIFAR_EXPERIMENTS
 
 
 def experiment_configs(name: str, seeds: Sequence[int], schedule: str = "short",
-                       fewshot_k: Sequence[int] = FEWSHOT_K, fewshot_runs: int | None = None) -> list[TrainConfig]:
+                       fewshot_k: Sequence[int] = FEWSHOT_K, fewshot_runs: int | None = None,
+                       dataset: str = "mnist") -> list[TrainConfig]:
     """The runs of one experiment, seed-major (all mixes of seed 0 first), so a partial grid is balanced.
 
     fewshot_runs: runs per few-shot cell (paper: 15); default len(seeds). Their seeds are 0..runs-1.
     """
+    if name not in experiment_names(dataset):
+        raise ValueError(f"unknown experiment {name!r} for {dataset}; choose from {', '.join(experiment_names(dataset))}")
     if name == "table1":
-        return [variant_config(v, s, schedule) for s in seeds for v in TABLE1]
+        return [variant_config(v, s, schedule, dataset) for s in seeds for v in TABLE1]
     if name == "defended":
-        return [variant_config(v, s, schedule) for s in seeds for v in DEFENDED]
+        return [variant_config(v, s, schedule, dataset) for s in seeds for v in DEFENDED]
     if name == "fewshot":
         runs = range(fewshot_runs) if fewshot_runs is not None else seeds
-        return [fewshot_config(v, k, s) for s in runs for k in fewshot_k for v in TABLE1]
+        return [fewshot_config(v, k, s, dataset) for s in runs for k in fewshot_k for v in TABLE1]
     if name == "nproj":
         return [variant_config("JR", s, schedule, n_proj=n) for s in seeds for n in NPROJ]
     if name == "lambda":
         return [variant_config("L2+dropout+JR", s, schedule, jr=lam) for s in seeds for lam in LAMBDAS]
-    raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
+    return [variant_config(v, s, schedule, dataset, "resnet18") for s in seeds for v in RESNET]  # resnet
 
 
-def robustness_configs(seeds: Sequence[int], schedule: str = "short") -> list[TrainConfig]:
-    """Runs whose robustness the report shows: Table-1 mixes (Fig. 3a), defended (Fig. 3b/c, S5), lambda sweep (S6)."""
+def robustness_configs(seeds: Sequence[int], schedule: str = "short", dataset: str = "mnist") -> list[TrainConfig]:
+    """Runs whose robustness the report shows: Table-1 mixes (Fig. 3a / S3a), defended (Fig. 3b/c,
+    S3b/c, S5), the lambda sweep (S6, MNIST) and the ResNet-18 runs (S4, CIFAR-10)."""
+    names = ("table1", "defended", "lambda") if dataset == "mnist" else ("table1", "defended", "resnet")
     out: list[TrainConfig] = []
     for s in seeds:
-        for c in (experiment_configs("table1", [s], schedule) + experiment_configs("defended", [s], schedule)
-                  + experiment_configs("lambda", [s], schedule)):
-            if c not in out:
-                out.append(c)
+        for name in names:
+            for c in experiment_configs(name, [s], schedule, dataset=dataset):
+                if c not in out:
+                    out.append(c)
     return out
 
 
 def plan(experiments: Sequence[str], seeds: Sequence[int], schedule: str = "short",
-         fewshot_k: Sequence[int] = FEWSHOT_K, fewshot_runs: int | None = None) -> list[TrainConfig]:
+         fewshot_k: Sequence[int] = FEWSHOT_K, fewshot_runs: int | None = None,
+         dataset: str = "mnist") -> list[TrainConfig]:
     """Every run of the experiments, without duplicates (the same config in two experiments runs once).
 
     Order: experiment by experiment as given, seed-major inside each."""
     out, seen = [], set()
     for name in experiments:
-        for c in experiment_configs(name, seeds, schedule, fewshot_k, fewshot_runs):
+        for c in experiment_configs(name, seeds, schedule, fewshot_k, fewshot_runs, dataset):
             if c.key() not in seen:
                 seen.add(c.key())
                 out.append(c)
@@ -303,7 +342,8 @@ def _ints(s: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m jacviz grid",
-        description="Train and evaluate the grid of runs behind REPRODUCTION.md (LeNet' on MNIST), resumably: "
+        description="Train and evaluate the grid of runs behind REPRODUCTION.md (LeNet' on MNIST, or DDNet and "
+                    "ResNet-18 on CIFAR-10 with --dataset cifar10), resumably: "
                     "finished runs are skipped, interrupted ones continue from their resume file. "
                     "Then `python -m jacviz report` writes REPRODUCTION.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -314,13 +354,17 @@ Examples:
   python -m jacviz grid --experiments table1 --seeds 0-4 --stage train
   python -m jacviz grid --stage robustness --robust-seeds 0-2 --robust-n 1000
   python -m jacviz grid --stage collect                 # only rewrite the results files
+  python -m jacviz grid --dataset cifar10 --experiments table1,defended --seeds 0 --workers 2 --threads 1
 
 Measured on this project's 2-core CPU VM (1 torch thread a process, two at once, short schedule):
 a full-data LeNet' run takes ~2 min plain, ~6 min with JR, ~3.5 min with AT, ~9 min with JR+AT,
 ~8 min with n_proj=3, ~19 min with exact JR; a few-shot run 0.7 min (k=1, plain) to 18 min (k=30,
 JR); robustness of one model on 500 images ~1.5 min (medians). REPRODUCTION.md (section
 Compute) lists every kind of run with its measured times.""")
-    p.add_argument("--experiments", default=",".join(EXPERIMENTS), help=f"comma-separated subset of {','.join(EXPERIMENTS)}")
+    p.add_argument("--dataset", default="mnist", choices=DATASETS, help="mnist (LeNet') or cifar10 (DDNet, ResNet-18)")
+    p.add_argument("--experiments", default=None,
+                   help=f"comma-separated subset of {','.join(EXPERIMENTS)} (mnist) or {','.join(CIFAR_EXPERIMENTS)} "
+                        "(cifar10); default all")
     p.add_argument("--seeds", type=_ints, default=list(range(5)), help="training seeds, e.g. 0-4 (paper: 5)")
     p.add_argument("--fewshot-runs", type=int, default=15, help="runs per few-shot cell (paper: 15)")
     p.add_argument("--fewshot-k", type=_ints, default=list(FEWSHOT_K), help="samples per class, e.g. 1,3,10,30")
@@ -330,7 +374,7 @@ Compute) lists every kind of run with its measured times.""")
     p.add_argument("--robust-n", type=int, default=1000, help="test samples for robustness (paper: 1000)")
     p.add_argument("--cw-preset", default="auto", choices=["auto", "paper", "fast"],
                    help="auto: paper with CUDA, fast on CPU (see `python -m jacviz robustness --help`)")
-    p.add_argument("--out", default=str(REPO_ROOT / "runs" / "mnist"), help="where new checkpoints go")
+    p.add_argument("--out", default=None, help="where new checkpoints go (default runs/<dataset>)")
     p.add_argument("--also", nargs="*", default=[str(REPO_ROOT / "checkpoints"), str(REPO_ROOT / "checkpoints" / "seeds")],
                    help="folders whose finished checkpoints count as done (default: the shipped seed-0 models "
                         "and checkpoints/seeds/, the other seeds kept in git)")
@@ -348,29 +392,32 @@ def cli(argv: Sequence[str] | None = None) -> int:
         a = p.parse_args(list(argv) if argv is not None else None)
     except SystemExit as exc:
         return int(exc.code or 0)
-    experiments = [e for e in a.experiments.split(",") if e]
-    bad = [e for e in experiments if e not in EXPERIMENTS]
+    names = experiment_names(a.dataset)
+    experiments = [e for e in (a.experiments or ",".join(names)).split(",") if e]
+    bad = [e for e in experiments if e not in names]
     if bad:
-        print(f"unknown experiments {bad}; choose from {','.join(EXPERIMENTS)}", file=sys.stderr)
+        print(f"unknown experiments {bad} for {a.dataset}; choose from {','.join(names)}", file=sys.stderr)
         return 2
     import torch
     schedule = resolve_schedule(a.schedule)
     cuda = torch.cuda.is_available() and a.device in ("auto", "cuda") or a.device.startswith("cuda")
     cw_preset = a.cw_preset if a.cw_preset != "auto" else ("paper" if cuda else "fast")
     threads = a.threads or max(1, (os.cpu_count() or 1) // max(1, a.workers))
-    out = Path(a.out)
+    out = Path(a.out or REPO_ROOT / "runs" / a.dataset)
+    ds = a.dataset
     folders = [*map(Path, a.also), out]  # committed copies first, so the results files cite them
     robust_dir = out / "robustness"
     log = lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", file=sys.stderr, flush=True)  # noqa: E731
 
     results = Path(a.results)
-    prev_runs = load_previous(results / "mnist_runs.json")
-    prev_rob = load_previous(results / "mnist_robustness.json")
+    runs_file, rob_file = results / f"{ds}_runs.json", results / f"{ds}_robustness.json"
+    prev_runs = load_previous(runs_file)
+    prev_rob = load_previous(rob_file)
     recorded, recorded_rob = recorded_keys(prev_runs), recorded_keys(prev_rob)
-    configs = plan(experiments, a.seeds, schedule, a.fewshot_k, a.fewshot_runs)
+    configs = plan(experiments, a.seeds, schedule, a.fewshot_k, a.fewshot_runs, ds)
     # done: a checkpoint on disk, or a run the results file already records (its checkpoint may be gone)
     todo = [c for c in configs if find_checkpoint(c, folders) is None and c.key() not in recorded]
-    rconfigs = [c for c in robustness_configs(a.robust_seeds, schedule) if c.key() in {k.key() for k in configs}]
+    rconfigs = [c for c in robustness_configs(a.robust_seeds, schedule, ds) if c.key() in {k.key() for k in configs}]
     rtodo = [c for c in rconfigs
              if not (robust_dir / f"{c.key()}.json").exists() and c.key() not in recorded_rob]
     log(f"schedule {schedule}; {len(configs)} runs planned, {len(configs) - len(todo)} done; "
@@ -396,19 +443,19 @@ def cli(argv: Sequence[str] | None = None) -> int:
         if tasks:
             log(f"robustness of {len(tasks)} runs")
             _pool_map(_robust_one, tasks, a.workers, threads, log)
-    all_configs = plan(EXPERIMENTS, sorted(set(a.seeds) | set(range(5))), schedule, FEWSHOT_K,
-                       max(a.fewshot_runs, 15))
+    all_configs = plan(names, sorted(set(a.seeds) | set(range(5))), schedule, FEWSHOT_K,
+                       max(a.fewshot_runs, 15), ds)
     runs = collect_runs(folders, all_configs, prev_runs)
     runs["meta"] = {"schedule": schedule, "schedules": {k: {kk: list(vv) if isinstance(vv, tuple) else vv
                                                            for kk, vv in v.items()} for k, v in SCHEDULES.items()},
                     "fewshot": {k: list(v) if isinstance(v, tuple) else v for k, v in FEWSHOT.items()},
                     "written": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     runs["missing"] = [m for m in runs["missing"] if m["key"] in {c.key() for c in configs}]
-    write_json(runs, results / "mnist_runs.json")
-    rob = collect_robustness(robust_dir, robustness_configs(sorted(set(a.robust_seeds) | set(range(5))), schedule),
+    write_json(runs, runs_file)
+    rob = collect_robustness(robust_dir, robustness_configs(sorted(set(a.robust_seeds) | set(range(5))), schedule, ds),
                              prev_rob)
     if rob["models"]:
-        write_json(rob, results / "mnist_robustness.json")
-    log(f"wrote {results / 'mnist_runs.json'} ({len(runs['runs'])} finished runs)"
-        + (f" and mnist_robustness.json ({len(rob['models'])} models)" if rob["models"] else ""))
+        write_json(rob, rob_file)
+    log(f"wrote {runs_file} ({len(runs['runs'])} finished runs)"
+        + (f" and {rob_file.name} ({len(rob['models'])} models)" if rob["models"] else ""))
     return 0

@@ -109,7 +109,7 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, progress: Progre
       'loss', 'ce', 'jr', 'lr'}) and after each evaluation ({'kind': 'eval', ...metrics}).
     resume: continue from ``<key>.resume.pt`` when it exists (same result as uninterrupted).
     stop_after: stop (as if interrupted) after this many iterations, leaving the resume file.
-    n_jac_during: test samples for the mean ||J||_F at intermediate evaluations (final: all).
+    n_jac_during: test samples for the mean ||J||_F at intermediate evaluations (final: config.jac_samples).
     """
     dev = resolve_device(config.device)
     out_dir = Path(out_dir) if out_dir is not None else None
@@ -206,7 +206,7 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, progress: Progre
         return TrainResult(model, config, {}, history, resume_path, False)
 
     wall = time.perf_counter() - t0
-    metrics = evaluate(model, config.dataset, config.eval_samples)
+    metrics = evaluate(model, config.dataset, config.eval_samples, config.jac_samples)
     metrics.update({"train_time_s": round(wall, 1), "iterations": config.iterations,
                     "final_train_loss": history[-1]["train_loss"] if history else None})
     # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses

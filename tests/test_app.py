@@ -274,6 +274,29 @@ def test_about_shows_the_reproduction_tables(app):
     assert report.table2_markdown(report.table2_rows(runs)) in shown
 
 
+def test_robustness_and_about_show_the_cifar10_reproduction(app):
+    """The CIFAR-10 grid's results: robustness curves of the DDNets under their own heading, Table S3 on About."""
+    from jacviz import report_cifar
+
+    rob_file, runs_file = ROOT / "reproduction" / "cifar10_robustness.json", ROOT / "reproduction" / "cifar10_runs.json"
+    if not (rob_file.is_file() and runs_file.is_file()):
+        pytest.skip("no CIFAR-10 reproduction results in this checkout")
+    rob = json.loads(rob_file.read_text())
+    app.switch_page("jacviz/ui/robustness.py").run()
+    assert not app.exception, _errors(app)
+    show = app.multiselect(key="rob_show_cifar10")
+    assert show.value and set(show.value) <= {g["label"] for g in rob["groups"]}
+    assert "**CIFAR-10 (DDNet; ResNet-18 where run)**" in [m.value for m in app.markdown]
+    cifar_table = app.dataframe[1].value  # after the MNIST one
+    assert set(cifar_table["n"]) == {m["n"] for m in rob["models"]}
+    assert cifar_table["clean accuracy"].between(0.1, 1.0).all()
+    app.switch_page("jacviz/ui/about.py").run()
+    assert not app.exception, _errors(app)
+    runs = json.loads(runs_file.read_text())["runs"]
+    wide, _ = report_cifar.table_s3_markdown(report_cifar.table_s3_rows(runs), details=False)
+    assert wide in [m.value for m in app.markdown]
+
+
 @pytest.fixture(scope="session")
 def cifar_user_model(tmp_path_factory):
     """A DDNet trained for 8 SGD steps on real CIFAR-10 (seconds): enough to exercise every CIFAR-10 path."""

@@ -135,3 +135,22 @@ if RUNS_FILE.is_file():
 else:
     st.info(f"No reproduction results yet (`{RUNS_FILE}`): run `python -m jacviz grid`, then "
             "`python -m jacviz report`.")
+
+CIFAR_RUNS_FILE = checkpoints.REPO_ROOT / "reproduction" / "cifar10_runs.json"
+if CIFAR_RUNS_FILE.is_file():
+    from jacviz import report_cifar
+
+    try:
+        cifar_runs = json.loads(CIFAR_RUNS_FILE.read_text())["runs"]
+    except (OSError, ValueError, KeyError) as err:
+        st.warning(f"`{CIFAR_RUNS_FILE}` could not be read ({type(err).__name__}: {err}).")
+    else:
+        its = sorted({r["config"]["iterations"] for r in cifar_runs if not r["config"].get("few_shot_k")})
+        st.markdown("**Table S3**: clean CIFAR-10 test accuracy (%) of DDNet and mean test ‖J‖_F (normalized input)")
+        st.caption(f"From `{CIFAR_RUNS_FILE.name}` ({len(cifar_runs)} finished runs). Our DDNets trained "
+                   f"{'/'.join(f'{i:,}' for i in its)} SGD iterations against the paper's 150,000: their accuracies "
+                   "are those of undertrained models; compare the ordering of ‖J‖_F, not the accuracies.")
+        wide_md, long_md = report_cifar.table_s3_markdown(report_cifar.table_s3_rows(cifar_runs), details=False)
+        st.markdown(wide_md)
+        with st.expander("Every Table-S3 cell we ran, with its difference and explanation"):
+            st.markdown(long_md)

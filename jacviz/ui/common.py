@@ -91,7 +91,8 @@ def _order(entry: tuple) -> tuple:
     ck, source = entry
     label = ck.config.label()
     known = list(PAPER_VARIANTS)
-    return (0 if source == "shipped" else 1, ck.config.dataset, ck.config.model,
+    # MNIST first (the landing page's dataset), then CIFAR-10; within one, the paper's order
+    return (0 if source == "shipped" else 1, ck.config.dataset != "mnist", ck.config.dataset, ck.config.model,
             known.index(label) if label in known else len(known), label, ck.path.name)
 
 
@@ -114,8 +115,9 @@ def scan_models() -> tuple[list[ModelEntry], list[tuple[Path, str]]]:
                 good.append((ck, source))
     good.sort(key=_order)
     labels = [ck.config.label() for ck, _ in good]
+    arch_labels = [(ck.config.model, ck.config.label()) for ck, _ in good]  # names repeat only within one model
     entries, seen = [], set()
-    for (ck, source), label in zip(good, labels):
+    for (ck, source), label, arch_label in zip(good, labels, arch_labels):
         key = ck.config.key()
         if key in seen:  # same config in both folders: the shipped one wins
             continue
@@ -123,7 +125,7 @@ def scan_models() -> tuple[list[ModelEntry], list[tuple[Path, str]]]:
         name = label
         if ck.config.model != "lenet":
             name = f"{ck.config.model} {name}"
-        if labels.count(label) > 1:
+        if arch_labels.count(arch_label) > 1:
             name += f" · {source} {key[:6]}"
         elif source == "user":
             name += " · user"

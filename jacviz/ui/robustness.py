@@ -24,6 +24,8 @@ st.caption(
 SHIPPED = next((p for p in (checkpoints.REPO_ROOT / "reproduction" / "mnist_robustness.json",
                             checkpoints.SHIPPED_DIR / "robustness.json") if p.is_file()),
                checkpoints.SHIPPED_DIR / "robustness.json")
+# CIFAR-10 (DDNet, ResNet-18): `python -m jacviz grid --dataset cifar10`
+SHIPPED_CIFAR = checkpoints.REPO_ROOT / "reproduction" / "cifar10_robustness.json"
 RUNS = checkpoints.user_dir() / "robustness_runs"
 ATTACK_NAMES = {"noise": "white noise", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW-L2"}
 
@@ -118,10 +120,19 @@ def show(results: dict, source: str, key: str, path: str) -> None:
 # ---------------------------------------------------------------------------------- precomputed
 st.subheader("Precomputed results")
 if SHIPPED.is_file():
+    if SHIPPED_CIFAR.is_file():
+        st.markdown("**MNIST (LeNet')**")
     try:
         show(_load(str(SHIPPED), SHIPPED.stat().st_mtime_ns), f"`{SHIPPED}`", "shipped", str(SHIPPED))
     except (OSError, ValueError, KeyError) as err:
         st.warning(f"`{SHIPPED}` could not be read ({type(err).__name__}: {err}).")
+    if SHIPPED_CIFAR.is_file():
+        st.markdown("**CIFAR-10 (DDNet; ResNet-18 where run)**")
+        try:
+            show(_load(str(SHIPPED_CIFAR), SHIPPED_CIFAR.stat().st_mtime_ns), f"`{SHIPPED_CIFAR}`",
+                 "cifar10", str(SHIPPED_CIFAR))
+        except (OSError, ValueError, KeyError) as err:
+            st.warning(f"`{SHIPPED_CIFAR}` could not be read ({type(err).__name__}: {err}).")
 else:
     st.info(f"No precomputed results yet (`{SHIPPED}`). Write them with "
             "`python -m jacviz robustness --checkpoints checkpoints --out checkpoints --no-png`, "
