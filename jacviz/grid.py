@@ -359,8 +359,10 @@ Examples:
 Measured on this project's 2-core CPU VM (1 torch thread a process, two at once, short schedule):
 a full-data LeNet' run takes ~2 min plain, ~6 min with JR, ~3.5 min with AT, ~9 min with JR+AT,
 ~8 min with n_proj=3, ~19 min with exact JR; a few-shot run 0.7 min (k=1, plain) to 18 min (k=30,
-JR); robustness of one model on 500 images ~1.5 min (medians). REPRODUCTION.md (section
-Compute) lists every kind of run with its measured times.""")
+JR); robustness of one model on 500 images ~1.5 min (medians). A DDNet run (CIFAR-10, short
+schedule, 1,500 iterations) takes ~10.5 min plain, ~17 min with AT, ~27 min with JR, ~33 min with
+JR+AT; robustness of one DDNet on 200 images ~5 min. REPRODUCTION.md (sections Compute) lists
+every kind of run with its measured times.""")
     p.add_argument("--dataset", default="mnist", choices=DATASETS, help="mnist (LeNet') or cifar10 (DDNet, ResNet-18)")
     p.add_argument("--experiments", default=None,
                    help=f"comma-separated subset of {','.join(EXPERIMENTS)} (mnist) or {','.join(CIFAR_EXPERIMENTS)} "

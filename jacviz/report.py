@@ -222,6 +222,14 @@ def robustness_rows(rob: dict) -> list[dict]:
     return rows
 
 
+def _verdict(ours: float, others: list[float], rel: float = 0.01) -> str:
+    """'holds' if ``ours`` beats every other by more than ``rel``, 'tie' if the best is within it."""
+    best = max(others)
+    if abs(ours - best) <= rel * max(abs(ours), abs(best), 1e-12):
+        return "tie (within 1%)"
+    return "holds" if ours > best else "does not hold"
+
+
 def claims(rob_rows: list[dict]) -> list[tuple[str, str]]:
     """The paper's qualitative robustness claims, checked on our median fooling distances."""
     med = {r["label"]: r["median"] for r in rob_rows}
@@ -241,12 +249,12 @@ def claims(rob_rows: list[dict]) -> list[tuple[str, str]]:
         jr, at = m("L2+dropout+JR", attack), m("L2+dropout+AT", attack)
         if math.isfinite(jr) and math.isfinite(at):
             out.append((f"Fig. 3b/c: JR alone beats FGSM adversarial training against {attack.upper()}",
-                        f"{'holds' if jr > at else 'does not hold'}: median {attack.upper()} fooling distance "
+                        f"{_verdict(jr, [at])}: median {attack.upper()} fooling distance "
                         f"L2+dropout+JR {jr:.3f} vs L2+dropout+AT {at:.3f}"))
         both, base = m("L2+dropout+JR+AT", attack), m("L2+dropout", attack)
         if math.isfinite(both) and math.isfinite(base) and math.isfinite(jr):
             out.append((f"Fig. 3b/c: JR + AT is the most robust against {attack.upper()}",
-                        f"{'holds' if both >= max(jr, at if math.isfinite(at) else 0) else 'does not hold'}: "
+                        f"{_verdict(both, [jr, at if math.isfinite(at) else 0.0])}: "
                         f"L2+dropout+JR+AT {both:.3f}, +JR {jr:.3f}, +AT {at:.3f}, base {base:.3f}"))
     lam = sorted((r["jr"], r["median"].get("noise", (math.nan,))[0]) for r in rob_rows
                  if r["label"].startswith("L2+dropout") and "AT" not in r["label"] and r["jr"] is not None)
@@ -576,7 +584,8 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
     for m in (rob or {}).get("models", []):
         if m.get("wall_s"):
             model = m.get("config", {}).get("model", "lenet")
-            groups.setdefault(f"robustness of one {'LeNet' if model == 'lenet' else model} model, n={m['n']}, "
+            name = "LeNet'" if model == "lenet" else model
+            groups.setdefault(f"robustness of one {name} model, n={m['n']}, "
                               f"CW {m.get('cw_preset', '?')}", []).append(m["wall_s"])
     return [[k, len(v), f"{np.median(v):.0f}", f"{min(v):.0f}–{max(v):.0f}", f"{sum(v) / 3600:.2f}"]
             for k, v in sorted(groups.items(), key=lambda kv: (kv[0].startswith("robustness"), kv[0]))]
