@@ -381,9 +381,11 @@ def _col_name(c) -> str:
     return {"all": "all data", "jac": "‖J‖_F (all data)"}.get(c, f"{c}/class")
 
 
-def table1_markdown(rows: list[dict], details: bool = True):
+def table1_markdown(rows: list[dict], details: bool = True, caption: str = "Accuracy in %, MNIST test set (10,000).",
+                    ran_only: bool = False, summary: str = "Every cell with its difference and explanation"):
     """Wide table (paper / ours per cell) with the long one (difference, note per cell) in a <details>;
-    details=False returns the two markdown tables separately (the app shows the long one in an expander)."""
+    details=False returns the two markdown tables separately (the app shows the long one in an expander).
+    Also Table S3's (report_cifar): its caption, and ran_only to leave cells without runs out of the long one."""
     wide_cols = (*FEWSHOT_K, "all", "jac")
     by = {(r["regularizer"], r["column"]): r for r in rows}
     wide = []
@@ -397,14 +399,15 @@ def table1_markdown(rows: list[dict], details: bool = True):
         wide.append(cells)
     long = [[PAPER_NAMES[r["regularizer"]], _col_name(r["column"]), fmt(*r["paper"]),
              fmt(r["ours"][0], r["ours"][1], 2 if r["column"] == "jac" else 1), r["ours"][2],
-             f"{r['diff']:+.1f}" if math.isfinite(r["diff"]) else "—",
-             {True: "yes", False: "**no**", None: "—"}[r["agrees"]], r["note"]] for r in rows]
+             f"{r['diff']:+.{2 if r['column'] == 'jac' else 1}f}" if math.isfinite(r["diff"]) else "—",
+             {True: "yes", False: "**no**", None: "—"}[r["agrees"]], r["note"]]
+            for r in rows if r["ours"][2] or not ran_only]
     wide_md = (_md_table(["Regularizer", *(_col_name(c) for c in wide_cols)], wide)
-               + "\n\nEach cell: paper / **ours** (mean ± 95% CI; n = runs). Accuracy in %, MNIST test set (10,000).")
+               + f"\n\nEach cell: paper / **ours** (mean ± 95% CI; n = runs). {caption}")
     long_md = _md_table(["Regularizer", "Column", "Paper", "Ours", "n", "Ours − paper", "Intervals overlap", "Note"], long)
     if not details:
         return wide_md, long_md
-    return (wide_md + "\n\n<details><summary>Every cell with its difference and explanation</summary>\n\n"
+    return (wide_md + f"\n\n<details><summary>{summary}</summary>\n\n"
             + long_md + "\n\n</details>")
 
 

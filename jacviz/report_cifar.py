@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .grid import DEFENDED, FEWSHOT_K, RESNET, TABLE1
-from .report import (PAPER_NAMES, _md_table, agrees, claims, figure_md, fmt, mean_ci, robustness_markdown,
-                     robustness_rows, select, timing_rows, write_pngs)
+from .report import (_md_table, agrees, claims, figure_md, fmt, mean_ci, robustness_markdown, robustness_rows,
+                     select, table1_markdown, timing_rows, write_pngs)
 
 # Table S3: DDNet on CIFAR-10, test accuracy % (95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
 PAPER_TABLE_S3 = {
@@ -87,34 +87,11 @@ def _note(row: dict, rs: list[dict], runs: list[dict]) -> str:
 
 
 def table_s3_markdown(rows: list[dict], details: bool = True):
-    """Wide table (paper / ours per cell) with the long one (every cell we ran, with its note) in a
-    <details>; details=False returns the two separately (the app puts the long one in an expander)."""
-    by = {(r["regularizer"], r["column"]): r for r in rows}
-    wide = []
-    for v in TABLE1:
-        cells = [PAPER_NAMES[v]]
-        for c in COLUMNS:
-            r = by[(v, c)]
-            d = 2 if c == "jac" else 1
-            ours = fmt(r["ours"][0], r["ours"][1], d) if r["ours"][2] else "—"
-            cells.append(f"{fmt(*r['paper'], d)} / **{ours}**" + (f" (n={r['ours'][2]})" if r["ours"][2] else ""))
-        wide.append(cells)
-    names = {"all": "all data", "jac": "‖J‖_F (all data)"}
-    long = [[PAPER_NAMES[r["regularizer"]], names.get(r["column"], f"{r['column']}/class"), fmt(*r["paper"]),
-             fmt(r["ours"][0], r["ours"][1], 2 if r["column"] == "jac" else 1), r["ours"][2],
-             f"{r['diff']:+.{2 if r['column'] == 'jac' else 1}f}" if math.isfinite(r["diff"]) else "—",
-             {True: "yes", False: "**no**", None: "—"}[r["agrees"]], r["note"]]
-            for r in rows if r["ours"][2]]
-    wide_md = (_md_table(["Regularizer", *(names.get(c, f"{c}/class") for c in COLUMNS)], wide)
-               + "\n\nEach cell: paper / **ours** (mean ± 95% CI; n = runs). Accuracy in %, CIFAR-10 test set "
-                 "(10,000); ‖J‖_F with respect to the normalized input (x − 0.5)·2 (halve it for [0,1]-pixel units), "
-                 "ours on the first 1,000 test images.")
-    long_md = _md_table(["Regularizer", "Column", "Paper", "Ours", "n", "Ours − paper", "Intervals overlap", "Note"],
-                        long)
-    if not details:
-        return wide_md, long_md
-    return (wide_md + "\n\n<details><summary>Every cell we ran, with its difference and explanation</summary>\n\n"
-            + long_md + "\n\n</details>")
+    """Table S3 as report.table1_markdown lays out Table 1; the long table lists only the cells we ran."""
+    return table1_markdown(rows, details, ran_only=True, summary="Every cell we ran, with its difference and explanation",
+                           caption="Accuracy in %, CIFAR-10 test set (10,000); ‖J‖_F with respect to the normalized "
+                                   "input (x − 0.5)·2 (halve it for [0,1]-pixel units), ours on the first 1,000 test "
+                                   "images.")
 
 
 def _model_results(rob: dict, model: str) -> dict:

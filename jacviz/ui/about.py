@@ -1,5 +1,6 @@
 """Page: what the paper claims, how to read the pictures, what the shipped checkpoints are."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -107,14 +108,23 @@ else:
 
 st.subheader("Reproduction: the paper's tables next to ours")
 RUNS_FILE = checkpoints.REPO_ROOT / "reproduction" / "mnist_runs.json"
+CIFAR_RUNS_FILE = checkpoints.REPO_ROOT / "reproduction" / "cifar10_runs.json"
+
+
+def _runs(path: Path) -> list | None:
+    """The finished runs a results file of `python -m jacviz grid` records, or None with a warning."""
+    try:
+        return json.loads(path.read_text())["runs"]
+    except (OSError, ValueError, KeyError) as err:
+        st.warning(f"`{path}` could not be read ({type(err).__name__}: {err}).")
+        return None
+
+
 if RUNS_FILE.is_file():
     from jacviz import report
 
-    try:
-        repro_runs = json.loads(RUNS_FILE.read_text())["runs"]
-    except (OSError, ValueError, KeyError) as err:
-        st.warning(f"`{RUNS_FILE}` could not be read ({type(err).__name__}: {err}).")
-    else:
+    repro_runs = _runs(RUNS_FILE)
+    if repro_runs is not None:
         st.caption(f"The same tables as `REPRODUCTION.md`, computed here from `{RUNS_FILE.name}` "
                    f"({len(repro_runs)} finished runs; written by `python -m jacviz grid`). Mean ± 95% CI "
                    "(Student's t) over runs; n = runs.")
@@ -136,20 +146,16 @@ else:
     st.info(f"No reproduction results yet (`{RUNS_FILE}`): run `python -m jacviz grid`, then "
             "`python -m jacviz report`.")
 
-CIFAR_RUNS_FILE = checkpoints.REPO_ROOT / "reproduction" / "cifar10_runs.json"
 if CIFAR_RUNS_FILE.is_file():
     from jacviz import report_cifar
 
-    try:
-        cifar_runs = json.loads(CIFAR_RUNS_FILE.read_text())["runs"]
-    except (OSError, ValueError, KeyError) as err:
-        st.warning(f"`{CIFAR_RUNS_FILE}` could not be read ({type(err).__name__}: {err}).")
-    else:
+    cifar_runs = _runs(CIFAR_RUNS_FILE)
+    if cifar_runs is not None:
         its = sorted({r["config"]["iterations"] for r in cifar_runs if not r["config"].get("few_shot_k")})
         st.markdown("**Table S3**: clean CIFAR-10 test accuracy (%) of DDNet and mean test ‖J‖_F (normalized input)")
         st.caption(f"From `{CIFAR_RUNS_FILE.name}` ({len(cifar_runs)} finished runs). Our DDNets trained "
                    f"{'/'.join(f'{i:,}' for i in its)} SGD iterations against the paper's 150,000: their accuracies "
-                   "are those of undertrained models; compare the ordering of ‖J‖_F, not the accuracies.")
+                   "and norms are those of undertrained models (each cell's note says how far training had got).")
         wide_md, long_md = report_cifar.table_s3_markdown(report_cifar.table_s3_rows(cifar_runs), details=False)
         st.markdown(wide_md)
         with st.expander("Every Table-S3 cell we ran, with its difference and explanation"):
