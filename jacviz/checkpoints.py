@@ -129,7 +129,7 @@ def ship(path, folder: Path = SHIPPED_DIR, half: bool = False, n_check: int = 10
     """Copy a finished checkpoint into ``folder`` (the shipped one by default), optionally with
     float16 weights; returns the new path. With ``half``, the float32 model's accuracy on the first
     ``n_check`` test images is stored in ``meta['float32_check']`` so a test can show the float16
-    copy predicts the same (tests/test_models.py)."""
+    copy predicts the same (tests/test_cifar.py)."""
     from . import data
     ck = load(path)
     meta = dict(ck.meta)
