@@ -122,6 +122,12 @@ def _jac_trend(runs: list[dict]) -> tuple[float, float, int]:
     return float(np.mean([h[0] for h in hs])), float(np.mean([h[-1] for h in hs])), n
 
 
+def final_ce(runs: list[dict]) -> float:
+    """Mean over runs of the cross-entropy on the training batches at the last evaluation (penalties excluded)."""
+    ce = [r["history"][-1].get("train_ce", math.nan) for r in runs if r.get("history")]
+    return float(np.mean(ce)) if ce else math.nan
+
+
 def _note_table1(row: dict, runs: list[dict]) -> str:
     n = row["ours"][2]
     if n == 0:
@@ -150,12 +156,10 @@ def _note_table1(row: dict, runs: list[dict]) -> str:
     if row["agrees"]:
         return "; ".join(notes + ["within the paper's interval"])
     if col == "all":
-        def loss(v):  # mean cross-entropy on the training batches at the last evaluation (penalties excluded)
-            ce = [r["history"][-1].get("train_ce", math.nan) for r in select(runs, v) if r.get("history")]
-            return float(np.mean(ce)) if ce else math.nan
         notes.append(f"short schedule ({_schedule_of(runs)} iterations, lr /10 at 30% and 60%) instead of 150k: "
-                     f"final training-batch cross-entropy {loss(row['regularizer']):.3f} (dropout active where used) "
-                     f"against {loss('none'):.3f} without regularization: these runs fit the training set less "
+                     f"final training-batch cross-entropy {final_ce(select(runs, row['regularizer'])):.3f} (dropout "
+                     f"active where used) against {final_ce(select(runs, 'none')):.3f} without regularization: "
+                     "these runs fit the training set less "
                      "tightly when the schedule ended; whether 150k iterations close the gap was not checked here")
     else:
         accs = [100 * r["metrics"]["test_acc"] for r in select(runs, row["regularizer"], col)]

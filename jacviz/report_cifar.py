@@ -10,11 +10,10 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 
 from .grid import DEFENDED, FEWSHOT_K, RESNET, TABLE1
-from .report import (_md_table, agrees, claims, figure_md, fmt, mean_ci, robustness_markdown, robustness_rows,
-                     select, table1_markdown, timing_rows, write_pngs)
+from .report import (_jac_trend, _md_table, agrees, claims, figure_md, final_ce, fmt, mean_ci, robustness_markdown,
+                     robustness_rows, select, table1_markdown, timing_rows, write_pngs)
 
 # Table S3: DDNet on CIFAR-10, test accuracy % (95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
 PAPER_TABLE_S3 = {
@@ -29,11 +28,6 @@ COLUMNS = (*FEWSHOT_K, "all", "jac")
 
 def _ddnet(runs: list[dict], variant: str, k: int | None = None) -> list[dict]:
     return select(runs, variant, k, model="ddnet", dataset="cifar10")
-
-
-def _final_ce(runs: list[dict]) -> float:
-    ce = [r["history"][-1].get("train_ce", math.nan) for r in runs if r.get("history")]
-    return float(np.mean(ce)) if ce else math.nan
 
 
 def table_s3_rows(runs: list[dict]) -> list[dict]:
@@ -69,16 +63,14 @@ def _note(row: dict, rs: list[dict], runs: list[dict]) -> str:
             h = rs[0]["history"]
             grow = f"; test accuracy still rose from {100 * h[-2]['test_acc']:.1f} to {100 * h[-1]['test_acc']:.1f} over the last {h[-1]['iteration'] - h[-2]['iteration']:,} iterations"
         notes.append(f"{sched} SGD iterations ({max(its) / 500:g} epochs) instead of the paper's 150,000: "
-                     f"final training-batch cross-entropy {_final_ce(rs):.2f}{grow}: an undertrained model "
+                     f"final training-batch cross-entropy {final_ce(rs):.2f}{grow}: an undertrained model "
                      "(see Schedule above)")
     elif row["column"] == "jac":
-        hs = [r.get("history") or [] for r in rs]
-        tr = [(h[0]["jac_fro_normalized"], h[-1]["jac_fro_normalized"]) for h in hs if len(h) >= 2]
-        if tr and its and max(its) < 150000:
-            a, b = float(np.mean([t[0] for t in tr])), float(np.mean([t[1] for t in tr]))
+        a, b, n_jac = _jac_trend(rs)
+        if math.isfinite(a) and math.isfinite(b) and its and max(its) < 150000:
             moving = "still growing" if b > 1.1 * a else "still shrinking" if b < a / 1.1 else "about flat"
             notes.append(f"{'smaller' if row['diff'] < 0 else 'larger'}; {moving} during our {sched}-iteration "
-                         f"training ({a:.2f} → {b:.2f} on 1,000 test images), which is 100× shorter than the paper's")
+                         f"training ({a:.2f} → {b:.2f} on {n_jac:,} test images), which is 100× shorter than the paper's")
         else:
             notes.append(f"{'smaller' if row['diff'] < 0 else 'larger'} than the paper's; cause not established")
     else:
