@@ -10,7 +10,6 @@ import json
 import math
 from pathlib import Path
 
-
 from .grid import DEFENDED, FEWSHOT_K, RESNET, TABLE1
 from .report import (_jac_trend, _md_table, agrees, claims, figure_md, final_ce, fmt, mean_ci, robustness_markdown,
                      robustness_rows, select, table1_markdown, timing_rows, write_pngs)
