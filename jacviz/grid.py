@@ -449,7 +449,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
                        max(a.fewshot_runs, 15), ds)
     runs = collect_runs(folders, all_configs, prev_runs)
     runs["meta"] = {"schedule": schedule, "schedules": {k: {kk: list(vv) if isinstance(vv, tuple) else vv
-                                                           for kk, vv in v.items()} for k, v in SCHEDULES.items()},
+                                                           for kk, vv in v.items()}
+                                                       for k, v in (SCHEDULES if ds == "mnist" else CIFAR_SCHEDULES).items()},
                     "fewshot": {k: list(v) if isinstance(v, tuple) else v for k, v in FEWSHOT.items()},
                     "written": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     runs["missing"] = [m for m in runs["missing"] if m["key"] in {c.key() for c in configs}]

@@ -60,6 +60,27 @@ def agrees(ours: tuple[float, float, int], paper: tuple[float, float]) -> bool:
     return abs(m - paper[0]) <= h + paper[1]
 
 
+def draw_noise(ours: tuple[float, float, int], paper: tuple[float, float], n_paper: int = 15) -> tuple[float, float]:
+    """(s, z): the per-run std s the paper's 95% CI over ``n_paper`` runs implies, s = CI·√n_paper / t(0.975,
+    n_paper − 1), and how many standard errors our mean of n runs lies from the paper's, z = (ours − paper) /
+    (s·√(1/n + 1/n_paper)), assuming our runs scatter as the paper's do (few-shot cells: one run is one draw
+    of the k samples per class)."""
+    from scipy import stats
+    m, _, n = ours
+    s = paper[1] * math.sqrt(n_paper) / float(stats.t.ppf(0.975, n_paper - 1))
+    return s, (m - paper[0]) / (s * math.sqrt(1 / n + 1 / n_paper)) if n and s > 0 else math.nan
+
+
+def draw_noise_note(ours: tuple[float, float, int], paper: tuple[float, float], n_paper: int = 15) -> str:
+    s, z = draw_noise(ours, paper, n_paper)
+    if not math.isfinite(z):
+        return ""
+    verdict = ("within what run-to-run scatter explains" if abs(z) < 2 else
+               "more than run-to-run scatter explains")
+    return (f"the paper's interval over {n_paper} runs implies a per-run std of ≈{s:.1f} points; ours is "
+            f"{abs(z):.1f} standard errors {'below' if z < 0 else 'above'} its mean, {verdict}")
+
+
 def fmt(m: float, h: float, digits: int = 1) -> str:
     if not math.isfinite(m):
         return "—"
@@ -176,6 +197,8 @@ def _note_table1(row: dict, runs: list[dict]) -> str:
             spread = f" (per-run std {float(np.std(accs, ddof=1)):.1f} here)" if n > 1 else ""
             notes.append(f"which k samples per class are drawn varies a lot between runs{spread}; "
                          "few runs make the mean uncertain")
+            if n < 3:
+                notes.append(draw_noise_note(row["ours"], row["paper"]))
     return "; ".join(notes)
 
 

@@ -46,6 +46,17 @@ def test_mean_ci_is_students_t():
     assert report.agrees((99.0, 0.1, 5), (98.9, 0.1)) and not report.agrees((98.0, 0.1, 5), (98.9, 0.1))
 
 
+def test_draw_noise_inverts_the_papers_interval():
+    """The per-run std read back from a 15-run 95% CI is the sample std behind it; a single run two
+    standard errors above the mean scores z = 2 (the std of a difference of one run and a 15-run mean)."""
+    vals = [12.9 + d for d in (-2.1, 0.4, 1.3, -0.7, 2.2, -1.5, 0.0, 0.9, -0.3, 1.8, -2.4, 0.6, -0.2, 1.1, -1.0)]
+    m, h, n = report.mean_ci(vals)
+    s, z = report.draw_noise((m + 2 * np.std(vals, ddof=1) * math.sqrt(1 + 1 / n), math.nan, 1), (m, h), n)
+    assert s == pytest.approx(np.std(vals, ddof=1), rel=1e-9) and z == pytest.approx(2.0, rel=1e-9)
+    assert "within what run-to-run scatter" in report.draw_noise_note((m + 0.5, math.nan, 1), (m, h))
+    assert "more than run-to-run scatter" in report.draw_noise_note((m - 3 * s, math.nan, 1), (m, h))
+
+
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory):
     """Results files from the shipped seed-0 checkpoints: runs collected, robustness of two models on 40 images."""
@@ -144,6 +155,7 @@ def test_few_shot_notes_claim_a_systematic_offset_only_from_several_runs():
 
     one = {(r["regularizer"], r["column"]): r for r in report.table1_rows(runs_for(1))}
     assert "systematic" not in one[("none", 30)]["note"] and "few runs" in one[("none", 30)]["note"]
+    assert "standard errors above" in one[("none", 30)]["note"]
     three = {(r["regularizer"], r["column"]): r for r in report.table1_rows(runs_for(3))}
     assert not three[("none", 30)]["agrees"] and "systematic offset" in three[("none", 30)]["note"]
 
