@@ -159,13 +159,17 @@ def plan(experiments: Sequence[str], seeds: Sequence[int], schedule: str = "shor
     return out
 
 
-def find_checkpoint(config: TrainConfig, folders: Sequence[Path]) -> Path | None:
-    """The finished checkpoint of ``config`` in the first folder that has one."""
+def find_checkpoint(config: TrainConfig, folders: Sequence[Path], suffix: str = ".pt") -> Path | None:
+    """The finished checkpoint of ``config`` in the first folder that has one (or, with
+    ``suffix=DIVERGED``, the record of its diverged run)."""
     for f in folders:
-        p = Path(f) / f"{config.key()}.pt"
+        p = Path(f) / f"{config.key()}{suffix}"
         if p.exists():
             return p
     return None
+
+
+DIVERGED = ".diverged.json"  # <key>.diverged.json: a run whose loss became NaN/inf (train.TrainingDiverged)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -176,10 +180,18 @@ def _init_worker(threads: int) -> None:
 
 def _train_one(args) -> dict:
     config_dict, out_dir, device = args
-    from .train import fit
+    from .robustness import environment
+    from .train import TrainingDiverged, fit
     cfg = dataclasses.replace(TrainConfig.from_dict(config_dict), device=device)
     t0 = time.perf_counter()
-    res = fit(cfg, out_dir=out_dir, resume=True, show_progress=False)
+    try:
+        res = fit(cfg, out_dir=out_dir, resume=True, show_progress=False)
+    except TrainingDiverged as exc:  # recorded, so the report shows it and the grid does not retry it
+        rec = {"key": cfg.key(), "label": cfg.label(), "seed": cfg.seed, "config": cfg.to_dict(),
+               "iteration": exc.iteration, "loss": str(exc.loss), "lr": exc.lr, "error": str(exc),
+               "environment": environment(cfg.device if cfg.device != "auto" else "cpu")}
+        write_json(rec, Path(out_dir) / f"{cfg.key()}{DIVERGED}")
+        return {"key": cfg.key(), "label": cfg.label(), "wall_s": time.perf_counter() - t0, "failed": str(exc)}
     return {"key": cfg.key(), "label": cfg.label(), "path": str(res.path), "wall_s": time.perf_counter() - t0,
             "test_acc": res.metrics.get("test_acc")}
 
@@ -216,24 +228,24 @@ def _rel(path) -> str:
 
 
 def _pool_map(fn, tasks: list, workers: int, threads: int, log):
-    """Run tasks in ``workers`` processes of ``threads`` torch threads each; log each as it ends."""
+    """Run tasks in ``workers`` processes of ``threads`` torch threads each; log each as it ends.
+
+    A task that returns a ``failed`` entry (a diverged run) is logged as FAILED and the rest go on."""
     if not tasks:
         return []
-    done = []
+
+    def report(i: int, r: dict) -> dict:
+        what = f"FAILED: {r['failed']}" if "failed" in r else "in"
+        log(f"[{i + 1}/{len(tasks)}] {r['label']} ({r['key']}) {what} {r['wall_s']:.0f} s")
+        return r
+
     if workers <= 1:
         _init_worker(threads)
-        for i, t in enumerate(tasks):
-            r = fn(t)
-            log(f"[{i + 1}/{len(tasks)}] {r['label']} ({r['key']}) in {r['wall_s']:.0f} s")
-            done.append(r)
-        return done
+        return [report(i, fn(t)) for i, t in enumerate(tasks)]
     import multiprocessing as mp
     ctx = mp.get_context("spawn")  # fork after torch initialised its thread pool can hang
     with ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
-        for i, r in enumerate(pool.imap_unordered(fn, tasks)):
-            log(f"[{i + 1}/{len(tasks)}] {r['label']} ({r['key']}) in {r['wall_s']:.0f} s")
-            done.append(r)
-    return done
+        return [report(i, r) for i, r in enumerate(pool.imap_unordered(fn, tasks))]
 
 
 # ----------------------------------------------------------------------------- collect
@@ -249,8 +261,8 @@ def load_previous(path: Path) -> dict:
 
 
 def recorded_keys(previous: dict) -> set[str]:
-    """Keys of the runs (or robustness records) an earlier results file already holds."""
-    return {r["key"] for r in previous.get("runs", previous.get("models", []))}
+    """Keys of the runs (or robustness records) an earlier results file already holds, diverged runs included."""
+    return {r["key"] for r in previous.get("runs", previous.get("models", [])) + previous.get("diverged", [])}
 
 
 def collect_runs(folders: Sequence[Path], configs: Sequence[TrainConfig], previous: dict | None = None) -> dict:
@@ -258,15 +270,21 @@ def collect_runs(folders: Sequence[Path], configs: Sequence[TrainConfig], previo
 
     A run whose checkpoint is not on disk (only seed 0 of each mix is kept in git; the other
     checkpoints live in the gitignored ``runs/``) keeps its record from ``previous``, the
-    results file written when it was trained, with ``checkpoint`` set to None."""
+    results file written when it was trained, with ``checkpoint`` set to None. Runs that diverged
+    (a ``<key>.diverged.json`` record, or one in ``previous``) are listed under ``diverged``."""
     from .checkpoints import CheckpointError, _read
     before = {r["key"]: r for r in (previous or {}).get("runs", [])}
-    runs, missing = [], []
+    before_div = {r["key"]: r for r in (previous or {}).get("diverged", [])}
+    runs, missing, diverged = [], [], []
     for c in configs:
         p = find_checkpoint(c, folders)
         if p is None:
             if c.key() in before:
                 runs.append({**before[c.key()], "checkpoint": None})
+                continue
+            d = find_checkpoint(c, folders, DIVERGED)
+            if d is not None or c.key() in before_div:
+                diverged.append(json.loads(d.read_text()) if d is not None else before_div[c.key()])
                 continue
             missing.append({"key": c.key(), "label": c.label(), "seed": c.seed})
             continue
@@ -278,7 +296,7 @@ def collect_runs(folders: Sequence[Path], configs: Sequence[TrainConfig], previo
         runs.append({"key": c.key(), "label": c.label(), "checkpoint": _rel(p), "config": obj["config"],
                      "metrics": obj.get("metrics", {}), "history": obj.get("history", []),
                      "meta": obj.get("meta", {})})
-    return {"runs": runs, "missing": missing}
+    return {"runs": runs, "missing": missing, "diverged": diverged}
 
 
 def collect_robustness(folder: Path, configs: Sequence[TrainConfig], previous: dict | None = None) -> dict:
@@ -344,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m jacviz grid",
         description="Train and evaluate the grid of runs behind REPRODUCTION.md (LeNet' on MNIST, or DDNet and "
                     "ResNet-18 on CIFAR-10 with --dataset cifar10), resumably: "
-                    "finished runs are skipped, interrupted ones continue from their resume file. "
+                    "finished runs are skipped, interrupted ones continue from their resume file, and a run whose "
+                    "loss becomes NaN is recorded as diverged (<key>.diverged.json), reported, and not retried. "
                     "Then `python -m jacviz report` writes REPRODUCTION.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Experiments", 1)[1].join(["Experiments", ""]) + """
@@ -361,7 +380,8 @@ a full-data LeNet' run takes ~2 min plain, ~6 min with JR, ~3.5 min with AT, ~9 
 ~8 min with n_proj=3, ~19 min with exact JR; a few-shot run 0.7 min (k=1, plain) to 18 min (k=30,
 JR); robustness of one model on 500 images ~1.5 min (medians). A DDNet run (CIFAR-10, short
 schedule, 1,500 iterations) takes ~10.5 min plain, ~17 min with AT, ~27 min with JR, ~33 min with
-JR+AT; robustness of one DDNet on 200 images ~5 min. REPRODUCTION.md (sections Compute) lists
+JR+AT; robustness of one DDNet on 200 images ~5 min; a few-shot DDNet run ~8 min (k=1) / ~17 min
+(k=3) plain and ~20 / ~37 min with JR. REPRODUCTION.md (sections Compute) lists
 every kind of run with its measured times.""")
     p.add_argument("--dataset", default="mnist", choices=DATASETS, help="mnist (LeNet') or cifar10 (DDNet, ResNet-18)")
     p.add_argument("--experiments", default=None,
@@ -417,8 +437,10 @@ def cli(argv: Sequence[str] | None = None) -> int:
     prev_rob = load_previous(rob_file)
     recorded, recorded_rob = recorded_keys(prev_runs), recorded_keys(prev_rob)
     configs = plan(experiments, a.seeds, schedule, a.fewshot_k, a.fewshot_runs, ds)
-    # done: a checkpoint on disk, or a run the results file already records (its checkpoint may be gone)
-    todo = [c for c in configs if find_checkpoint(c, folders) is None and c.key() not in recorded]
+    # done: a checkpoint on disk, or a run the results file already records (its checkpoint may be gone);
+    # a diverged run counts as done (delete its <key>.diverged.json and results record to retry it)
+    todo = [c for c in configs if find_checkpoint(c, folders) is None and c.key() not in recorded
+            and find_checkpoint(c, folders, DIVERGED) is None]
     rconfigs = [c for c in robustness_configs(a.robust_seeds, schedule, ds) if c.key() in {k.key() for k in configs}]
     rtodo = [c for c in rconfigs
              if not (robust_dir / f"{c.key()}.json").exists() and c.key() not in recorded_rob]

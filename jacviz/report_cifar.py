@@ -30,22 +30,38 @@ def _ddnet(runs: list[dict], variant: str, k: int | None = None) -> list[dict]:
     return select(runs, variant, k, model="ddnet", dataset="cifar10")
 
 
-def table_s3_rows(runs: list[dict]) -> list[dict]:
-    """One row per (regularizer, column) of Table S3: paper, ours, difference, agreement, note."""
+def table_s3_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
+    """One row per (regularizer, column) of Table S3: paper, ours, difference, agreement, note.
+
+    diverged: the results file's diverged runs (grid.collect_runs); ours averages the finished runs
+    only and the note counts the diverged ones."""
     rows = []
     for v in TABLE1:
         for col in COLUMNS:
             paper = PAPER_TABLE_S3[v][col]
             rs = _ddnet(runs, v, None if col in ("all", "jac") else col)
+            div = _ddnet(list(diverged), v, None if col in ("all", "jac") else col)
             if col == "jac":
                 ours = mean_ci([r["metrics"].get("jac_fro_normalized") for r in rs])
             else:
                 ours = mean_ci([100 * r["metrics"]["test_acc"] for r in rs])
             row = {"regularizer": v, "column": col, "paper": paper, "ours": ours,
                    "diff": ours[0] - paper[0] if ours[2] else math.nan, "agrees": agrees(ours, paper) if ours[2] else None}
-            row["note"] = _note(row, rs, runs)
+            row["note"] = "; ".join(filter(None, (_diverged_note(div, len(rs)), _note(row, rs, runs) if rs or not div else "")))
             rows.append(row)
     return rows
+
+
+def _diverged_note(div: list[dict], n_finished: int) -> str:
+    """'1 of 2 runs diverged (…)' for a cell with diverged runs, else ''."""
+    if not div:
+        return ""
+    c = div[0]["config"]
+    data = f"full batch of {10 * c['few_shot_k']} images" if c.get("few_shot_k") else f"batch {c['batch_size']}"
+    where = ", ".join(f"seed {d['seed']} at iteration {d['iteration']:,}" for d in div)
+    return (f"{len(div)} of {len(div) + n_finished} runs diverged (training loss became {div[0]['loss']}: {where} of "
+            f"{c['iterations']:,}, with the paper's constant lr {c['lr']:g}, momentum {c['momentum']:g}, {data}) and "
+            f"{'is' if len(div) == 1 else 'are'} not in the mean")
 
 
 def _note(row: dict, rs: list[dict], runs: list[dict]) -> str:
@@ -146,7 +162,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
     if rob_file.exists():
         from .robustness import load_results
         rob = load_results(rob_file)
-    rows = table_s3_rows(runs)
+    rows = table_s3_rows(runs, R.get("diverged", []))
     figs = cifar_figures(rob) if rob["models"] else {}
     pngs = write_pngs(figs, Path(results_dir) / "figures") if png else {}
     devices = sorted({f"{r['meta'].get('device', '?')} ({r['meta'].get('device_name', '?')}, torch "
@@ -177,7 +193,10 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           "- **Few-shot** (Table S3, columns 1–30): k training images per class drawn with the run's seed, "
           "full-batch SGD (momentum 0.9) at constant lr 0.01 for 10,000 iterations, as the paper; "
           + (f"{len(runs) - len(full)} runs, {per_cell} per cell we ran (the paper averages 15), so a cell of ours "
-             "is the mean of that many draws of the k images." if len(runs) > len(full) else "not run yet."),
+             "is the mean of that many draws of the k images"
+             + (f"; {len(R['diverged'])} more diverged (loss NaN; the table's notes say which) and "
+                f"{'is' if len(R['diverged']) == 1 else 'are'} left out" if R.get("diverged") else "") + "."
+             if len(runs) > len(full) else "not run yet."),
           "- **‖J‖_F**: exact Frobenius norm of the 10×3072 input-output Jacobian w.r.t. the normalized input "
           "(x − 0.5)·2, averaged over the first 1,000 test images (the paper: the test set).",
           "- **Robustness**: " + (f"first {', '.join(map(str, rob['meta'].get('n', [])))} test images, L2 distances "

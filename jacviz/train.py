@@ -39,6 +39,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite at ``iteration`` (0-based) with learning rate ``lr``."""
+
+    def __init__(self, iteration: int, loss: float, lr: float):
+        super().__init__(f"loss became {loss} at iteration {iteration}; lower the lr")
+        self.iteration, self.loss, self.lr = iteration, loss, lr
+
+
 @dataclass
 class TrainResult:
     model: nn.Module
@@ -192,7 +200,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
         loss.backward()
         opt.step()
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss became {loss.item()} at iteration {it}; lower the lr")
+            raise TrainingDiverged(it, loss.item(), lr)
         run["loss"] += loss.item(); run["ce"] += ce.item(); run["jr"] += jr_val.item(); run["n"] += 1
         done = it + 1
         bar.update(1)

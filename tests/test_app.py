@@ -292,9 +292,13 @@ def test_robustness_and_about_show_the_cifar10_reproduction(app):
     assert cifar_table["clean accuracy"].between(0.1, 1.0).all()
     app.switch_page("jacviz/ui/about.py").run()
     assert not app.exception, _errors(app)
-    runs = json.loads(runs_file.read_text())["runs"]
-    wide, _ = report_cifar.table_s3_markdown(report_cifar.table_s3_rows(runs), details=False)
-    assert wide in [m.value for m in app.markdown]
+    R = json.loads(runs_file.read_text())
+    wide, long = report_cifar.table_s3_markdown(report_cifar.table_s3_rows(R["runs"], R.get("diverged", [])),
+                                                details=False)
+    assert wide in [m.value for m in app.markdown] and long in [m.value for m in app.markdown]
+    if R.get("diverged"):  # the caption counts them and the long table's notes say which
+        assert "runs diverged" in long
+        assert any(f"{len(R['diverged'])} diverged, left out of the means" in c.value for c in app.caption)
 
 
 @pytest.fixture(scope="session")

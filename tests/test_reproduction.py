@@ -173,3 +173,34 @@ def test_jacobian_norm_notes_blame_the_schedule_only_where_the_norm_still_moves(
     falling = {r["regularizer"]: r for r in report.table1_rows(runs_with(8.0, 5.0)) if r["column"] == "jac"}
     assert "not from the shorter schedule" in falling["none"]["note"]
     assert "cause not established" in falling["none"]["note"]
+
+
+def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
+    """A run whose loss becomes NaN (as DDNet + dropout on 1 CIFAR image per class did at the paper's
+    lr, at iteration 5,167) is written down as diverged, collected as such, not retried, and does not
+    stop the grid. The NaN is injected at the 4th step of the first run: a real divergence takes hours."""
+    import dataclasses
+
+    import torch.nn.functional as F
+    real_ce, calls = F.cross_entropy, []
+
+    def ce(logits, y, *a, **k):
+        calls.append(1)
+        return real_ce(logits, y, *a, **k) * (float("nan") if len(calls) == 4 else 1.0)
+
+    monkeypatch.setattr(F, "cross_entropy", ce)
+    bad = dataclasses.replace(grid.fewshot_config("none", 1, 0), iterations=20, eval_every=20, checkpoint_every=20)
+    good = dataclasses.replace(grid.fewshot_config("L2", 1, 0), iterations=5, eval_every=5, jac_samples=10,
+                               eval_samples=100)
+    logged = []
+    out = grid._pool_map(grid._train_one, [(c.to_dict(), str(tmp_path), "cpu") for c in (bad, good)],
+                         workers=1, threads=1, log=logged.append)
+    assert "failed" in out[0] and "path" in out[1] and "FAILED" in logged[0]
+    rec = json.loads((tmp_path / f"{bad.key()}{grid.DIVERGED}").read_text())
+    assert rec["key"] == bad.key() and rec["iteration"] == 3 and rec["loss"] == "nan" and rec["config"]["lr"] == 0.01
+    runs = grid.collect_runs([tmp_path], [bad, good])
+    assert [d["key"] for d in runs["diverged"]] == [bad.key()] and not runs["missing"]
+    assert [r["key"] for r in runs["runs"]] == [good.key()]
+    # a fresh clone (no runs/ folder) keeps the record from the results file and does not retrain it
+    assert grid.collect_runs([tmp_path / "none"], [bad], runs)["diverged"] == runs["diverged"]
+    assert bad.key() in grid.recorded_keys(runs)

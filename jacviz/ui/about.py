@@ -111,11 +111,15 @@ RUNS_FILE = checkpoints.REPO_ROOT / "reproduction" / "mnist_runs.json"
 CIFAR_RUNS_FILE = checkpoints.REPO_ROOT / "reproduction" / "cifar10_runs.json"
 
 
-def _runs(path: Path) -> list | None:
-    """The finished runs a results file of `python -m jacviz grid` records, or None with a warning."""
+def _results(path: Path) -> dict | None:
+    """A results file of `python -m jacviz grid` ('runs': finished runs, 'diverged': runs whose loss became
+    NaN), or None with a warning."""
     try:
-        return json.loads(path.read_text())["runs"]
-    except (OSError, ValueError, KeyError) as err:
+        results = json.loads(path.read_text())
+        if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+            raise ValueError("it has no list of 'runs'")
+        return results
+    except (OSError, ValueError) as err:
         st.warning(f"`{path}` could not be read ({type(err).__name__}: {err}).")
         return None
 
@@ -123,8 +127,9 @@ def _runs(path: Path) -> list | None:
 if RUNS_FILE.is_file():
     from jacviz import report
 
-    repro_runs = _runs(RUNS_FILE)
-    if repro_runs is not None:
+    repro = _results(RUNS_FILE)
+    if repro is not None:
+        repro_runs = repro["runs"]
         st.caption(f"The same tables as `REPRODUCTION.md`, computed here from `{RUNS_FILE.name}` "
                    f"({len(repro_runs)} finished runs; written by `python -m jacviz grid`). Mean ± 95% CI "
                    "(Student's t) over runs; n = runs.")
@@ -149,14 +154,21 @@ else:
 if CIFAR_RUNS_FILE.is_file():
     from jacviz import report_cifar
 
-    cifar_runs = _runs(CIFAR_RUNS_FILE)
-    if cifar_runs is not None:
+    cifar = _results(CIFAR_RUNS_FILE)
+    if cifar is not None:
+        cifar_runs, cifar_diverged = cifar["runs"], cifar.get("diverged", [])
         its = sorted({r["config"]["iterations"] for r in cifar_runs if not r["config"].get("few_shot_k")})
+        its_fs = sorted({r["config"]["iterations"] for r in cifar_runs if r["config"].get("few_shot_k")})
         st.markdown("**Table S3**: clean CIFAR-10 test accuracy (%) of DDNet and mean test ‖J‖_F (normalized input)")
-        st.caption(f"From `{CIFAR_RUNS_FILE.name}` ({len(cifar_runs)} finished runs). Our DDNets trained "
+        st.caption(f"From `{CIFAR_RUNS_FILE.name}` ({len(cifar_runs)} finished runs"
+                   + (f", {len(cifar_diverged)} diverged, left out of the means" if cifar_diverged else "")
+                   + "). Our DDNets on all data trained "
                    f"{'/'.join(f'{i:,}' for i in its)} SGD iterations against the paper's 150,000: their accuracies "
-                   "and norms are those of undertrained models (each cell's note says how far training had got).")
-        wide_md, long_md = report_cifar.table_s3_markdown(report_cifar.table_s3_rows(cifar_runs), details=False)
+                   "and norms are those of undertrained models (each cell's note says how far training had got). "
+                   + (f"The few-shot runs follow the paper: {'/'.join(f'{i:,}' for i in its_fs)} full-batch "
+                      "iterations." if its_fs else ""))
+        wide_md, long_md = report_cifar.table_s3_markdown(report_cifar.table_s3_rows(cifar_runs, cifar_diverged),
+                                                          details=False)
         st.markdown(wide_md)
         with st.expander("Every Table-S3 cell we ran, with its difference and explanation"):
             st.markdown(long_md)
