@@ -80,8 +80,9 @@ def test_table_s3_from_the_recorded_runs():
     misses the paper the note says by how much the norm still moved during our short training."""
     if not CIFAR_RUNS.is_file():
         pytest.skip("no reproduction/cifar10_runs.json in this checkout")
-    runs = json.loads(CIFAR_RUNS.read_text())["runs"]
-    rows = {(r["regularizer"], r["column"]): r for r in report_cifar.table_s3_rows(runs)}
+    R = json.loads(CIFAR_RUNS.read_text())
+    runs, diverged = R["runs"], R.get("diverged", [])
+    rows = {(r["regularizer"], r["column"]): r for r in report_cifar.table_s3_rows(runs, diverged)}
     for v in grid.TABLE1:
         for col in ("all", "jac"):
             r = rows[(v, col)]
@@ -91,6 +92,20 @@ def test_table_s3_from_the_recorded_runs():
     for v in grid.TABLE1:
         r = rows[(v, "jac")]
         assert r["agrees"] or "during our" in r["note"], r["note"]
+    # few-shot columns (full-batch SGD, 10k iterations): each cell we ran says how far one draw may scatter,
+    # and how many of its runs diverged
+    assert all(rows[(v, k)]["ours"][2] >= 1 for v in grid.TABLE1 for k in (1, 3))
+    for v in grid.TABLE1:
+        for k in grid.FEWSHOT_K:
+            r, n = rows[(v, k)], rows[(v, k)]["ours"][2]
+            d = sum(x["label"] == f"{v} ({k}/class)" for x in diverged)
+            if d:
+                assert f"{d} of {d + n} runs diverged" in r["note"], r["note"]
+            if n:
+                assert 10.0 < r["ours"][0] < 60.0  # in percent; far below what all 50k images give
+                assert r["agrees"] or "standard errors" in r["note"], r["note"]
+            elif not d:
+                assert r["note"].startswith("not run yet")
     wide, long = report_cifar.table_s3_markdown(list(rows.values()), details=False)
     assert "76.8 ± 0.4 / **" in wide and "115.10 ± 1.80" in wide
     md = report_cifar.section(CIFAR_RUNS.parent, png=False)
