@@ -447,9 +447,11 @@ def cli(argv: Sequence[str] | None = None) -> int:
     log(f"schedule {schedule}; {len(configs)} runs planned, {len(configs) - len(todo)} done; "
         f"robustness of {len(rconfigs)} runs planned, {len(rconfigs) - len(rtodo)} done (n={a.robust_n}, CW {cw_preset})")
     if a.dry_run:
+        div_keys = {d["key"] for d in prev_runs.get("diverged", [])}
         for c in configs:
-            state = "done" if c not in todo else "todo"
-            print(f"{state:4s} {c.key()} {c.label():28s} seed {c.seed}  {c.describe()}")
+            diverged = c.key() in div_keys or find_checkpoint(c, folders, DIVERGED) is not None
+            state = "todo" if c in todo else "diverged" if diverged else "done"
+            print(f"{state:8s} {c.key()} {c.label():28s} seed {c.seed}  {c.describe()}")
         return 0
     if a.stage in ("all", "train") and todo:
         log(f"training {len(todo)} runs with {a.workers} worker(s) x {threads} thread(s) into {out}")

@@ -43,6 +43,17 @@ def test_cifar_grid_dry_run_lists_ddnet_and_resnet(capsys):
     assert sum("resnet18 on cifar10" in line for line in lines) == 6
 
 
+def test_cifar_grid_dry_run_marks_the_recorded_diverged_run(capsys):
+    """A fresh clone has no runs/ folder: the results file alone tells the grid that a run diverged."""
+    diverged = json.loads(CIFAR_RUNS.read_text()).get("diverged", []) if CIFAR_RUNS.is_file() else []
+    if not diverged:
+        pytest.skip("no diverged CIFAR-10 run recorded in this checkout")
+    d = diverged[0]["config"]
+    assert grid.cli(["--dataset", "cifar10", "--experiments", "fewshot", "--fewshot-k", str(d["few_shot_k"]),
+                     "--fewshot-runs", str(d["seed"] + 1), "--dry-run"]) == 0
+    assert f"diverged {diverged[0]['key']}" in capsys.readouterr().out
+
+
 def _shipped_ddnets():
     return [p for p in sorted(SHIPPED_DIR.glob("*.pt")) if checkpoints._read(p)["config"]["model"] == "ddnet"]
 
