@@ -47,7 +47,8 @@ def table_s3_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
                 ours = mean_ci([100 * r["metrics"]["test_acc"] for r in rs])
             row = {"regularizer": v, "column": col, "paper": paper, "ours": ours,
                    "diff": ours[0] - paper[0] if ours[2] else math.nan, "agrees": agrees(ours, paper) if ours[2] else None}
-            row["note"] = "; ".join(filter(None, (_diverged_note(div, len(rs)), _note(row, rs, runs) if rs or not div else "")))
+            notes = (_diverged_note(div, len(rs)), _note(row, rs, runs) if rs or not div else "")
+            row["note"] = "; ".join(n for n in notes if n)
             rows.append(row)
     return rows
 
@@ -170,6 +171,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
     hours = sum(r["metrics"].get("train_time_s", 0) for r in runs) / 3600
     full = [r for r in runs if not r["config"].get("few_shot_k")]
     its = sorted({r["config"]["iterations"] for r in full})
+    div_fs = [d for d in R.get("diverged", []) if d["config"].get("few_shot_k")]
     cells = Counter((r["label"], r["config"]["few_shot_k"]) for r in runs if r["config"].get("few_shot_k"))
     per_cell = "–".join(map(str, sorted({min(cells.values(), default=0), max(cells.values(), default=0)})))
     none, jr = mean_ci([r["metrics"]["jac_fro_normalized"] for r in _ddnet(runs, "none")]), \
@@ -194,8 +196,8 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           "full-batch SGD (momentum 0.9) at constant lr 0.01 for 10,000 iterations, as the paper; "
           + (f"{len(runs) - len(full)} runs, {per_cell} per cell we ran (the paper averages 15), so a cell of ours "
              "is the mean of that many draws of the k images"
-             + (f"; {len(R['diverged'])} more diverged (loss NaN; the table's notes say which) and "
-                f"{'is' if len(R['diverged']) == 1 else 'are'} left out" if R.get("diverged") else "") + "."
+             + (f"; {len(div_fs)} more diverged (loss NaN; the table's notes say which) and "
+                f"{'is' if len(div_fs) == 1 else 'are'} left out" if div_fs else "") + "."
              if len(runs) > len(full) else "not run yet."),
           "- **‖J‖_F**: exact Frobenius norm of the 10×3072 input-output Jacobian w.r.t. the normalized input "
           "(x − 0.5)·2, averaged over the first 1,000 test images (the paper: the test set).",
