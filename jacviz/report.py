@@ -105,13 +105,29 @@ def select(runs: list[dict], variant: str, k: int | None = None, model: str = "l
 
 
 # ----------------------------------------------------------------------------- tables
-def table1_rows(runs: list[dict]) -> list[dict]:
-    """One row per (regularizer, column) of Table 1: paper, ours, difference, agreement, note."""
+def diverged_note(div: list[dict], n_finished: int) -> str:
+    """'1 of 2 runs diverged (…)' for a table cell with diverged runs (grid.collect_runs' ``diverged``
+    records), else ''."""
+    if not div:
+        return ""
+    c = div[0]["config"]
+    data = f"full batch of {10 * c['few_shot_k']} images" if c.get("few_shot_k") else f"batch {c['batch_size']}"
+    where = ", ".join(f"seed {d['seed']} at iteration {d['iteration']:,}" for d in div)
+    return (f"{len(div)} of {len(div) + n_finished} runs diverged (training loss became {div[0]['loss']}: {where} of "
+            f"{c['iterations']:,}, with the paper's constant lr {c['lr']:g}, momentum {c['momentum']:g}, {data}) and "
+            f"{'is' if len(div) == 1 else 'are'} not in the mean")
+
+
+def table1_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
+    """One row per (regularizer, column) of Table 1: paper, ours, difference, agreement, note.
+
+    diverged: the results file's diverged runs; ours averages the finished runs, the note counts these."""
     rows = []
     for v in TABLE1:
         for col in (*FEWSHOT_K, "all", "jac"):
             paper = PAPER_TABLE1[v][col]
             rs = select(runs, v, None if col in ("all", "jac") else col)
+            div = select(list(diverged), v, None if col in ("all", "jac") else col)
             if col == "jac":
                 ours = mean_ci([r["metrics"].get("jac_fro_normalized") for r in rs])
                 pixel = mean_ci([r["metrics"].get("jac_fro_pixel") for r in rs])
@@ -121,7 +137,8 @@ def table1_rows(runs: list[dict]) -> list[dict]:
             row = {"regularizer": v, "column": col, "paper": paper, "ours": ours, "pixel": pixel,
                    "diff": ours[0] - paper[0] if ours[2] else math.nan,
                    "agrees": agrees(ours, paper) if ours[2] else None}
-            row["note"] = _note_table1(row, runs)
+            notes = (diverged_note(div, len(rs)), _note_table1(row, runs) if rs or not div else "")
+            row["note"] = "; ".join(n for n in notes if n)
             rows.append(row)
     return rows
 
@@ -483,7 +500,7 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
     if rob["models"]:
         from .robustness import load_results
         rob = load_results(rob_file)
-    t1, t2 = table1_rows(runs), table2_rows(runs)
+    t1, t2 = table1_rows(runs, R.get("diverged", [])), table2_rows(runs)
     red = jacobian_reduction(runs)
     rrows = robustness_rows(rob)
     figs = robustness_figures(rob) if rob["models"] else {}

@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from .grid import DEFENDED, FEWSHOT_K, RESNET, TABLE1
-from .report import (_jac_trend, _md_table, agrees, claims, draw_noise_note, figure_md, final_ce, fmt, mean_ci,
-                     robustness_markdown, robustness_rows, select, table1_markdown, timing_rows, write_pngs)
+from .report import (_jac_trend, _md_table, agrees, claims, diverged_note, draw_noise_note, figure_md, final_ce, fmt,
+                     mean_ci, robustness_markdown, robustness_rows, select, table1_markdown, timing_rows, write_pngs)
 
 # Table S3: DDNet on CIFAR-10, test accuracy % (95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
 PAPER_TABLE_S3 = {
@@ -47,22 +47,10 @@ def table_s3_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
                 ours = mean_ci([100 * r["metrics"]["test_acc"] for r in rs])
             row = {"regularizer": v, "column": col, "paper": paper, "ours": ours,
                    "diff": ours[0] - paper[0] if ours[2] else math.nan, "agrees": agrees(ours, paper) if ours[2] else None}
-            notes = (_diverged_note(div, len(rs)), _note(row, rs, runs) if rs or not div else "")
+            notes = (diverged_note(div, len(rs)), _note(row, rs, runs) if rs or not div else "")
             row["note"] = "; ".join(n for n in notes if n)
             rows.append(row)
     return rows
-
-
-def _diverged_note(div: list[dict], n_finished: int) -> str:
-    """'1 of 2 runs diverged (…)' for a cell with diverged runs, else ''."""
-    if not div:
-        return ""
-    c = div[0]["config"]
-    data = f"full batch of {10 * c['few_shot_k']} images" if c.get("few_shot_k") else f"batch {c['batch_size']}"
-    where = ", ".join(f"seed {d['seed']} at iteration {d['iteration']:,}" for d in div)
-    return (f"{len(div)} of {len(div) + n_finished} runs diverged (training loss became {div[0]['loss']}: {where} of "
-            f"{c['iterations']:,}, with the paper's constant lr {c['lr']:g}, momentum {c['momentum']:g}, {data}) and "
-            f"{'is' if len(div) == 1 else 'are'} not in the mean")
 
 
 def _note(row: dict, rs: list[dict], runs: list[dict]) -> str:

@@ -204,3 +204,7 @@ def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     # a fresh clone (no runs/ folder) keeps the record from the results file and does not retrain it
     assert grid.collect_runs([tmp_path / "none"], [bad], runs)["diverged"] == runs["diverged"]
     assert bad.key() in grid.recorded_keys(runs)
+    # Table 1 leaves it out of the mean and says so in that cell's note
+    row = {(r["regularizer"], r["column"]): r for r in report.table1_rows(runs["runs"], runs["diverged"])}[("none", 1)]
+    assert row["ours"][2] == 0 and row["note"].startswith("1 of 1 runs diverged")
+    assert "seed 0 at iteration 3 of 20" in row["note"]

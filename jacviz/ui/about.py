@@ -135,7 +135,8 @@ if RUNS_FILE.is_file():
                    "(Student's t) over runs; n = runs.")
         st.markdown("**Table 1**: clean MNIST test accuracy (%) by samples per class, and mean test ‖J‖_F "
                     "(normalized input)")
-        wide_md, long_md = report.table1_markdown(report.table1_rows(repro_runs), details=False)
+        wide_md, long_md = report.table1_markdown(report.table1_rows(repro_runs, repro.get("diverged", [])),
+                                                 details=False)
         st.markdown(wide_md)
         with st.expander("Every cell with its difference and explanation"):
             st.markdown(long_md)
