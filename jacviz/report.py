@@ -404,7 +404,10 @@ def write_pngs(figs: dict, folder: Path) -> dict:
     for stem, fig in figs.items():
         p = folder / f"{stem}.png"
         try:
-            fig.write_image(p, width=fig.layout.width or 900, height=fig.layout.height or 550)
+            try:
+                fig.write_image(p, width=fig.layout.width or 900, height=fig.layout.height or 550)
+            except Exception:  # kaleido's browser once failed one export under CPU load (JavascriptError): retry once
+                fig.write_image(p, width=fig.layout.width or 900, height=fig.layout.height or 550)
             out[stem] = str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
         except Exception as err:  # kaleido or its Chromium missing
             why = str(err).splitlines()[0][:120] if str(err).strip() else "no message"

@@ -208,3 +208,27 @@ def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     row = {(r["regularizer"], r["column"]): r for r in report.table1_rows(runs["runs"], runs["diverged"])}[("none", 1)]
     assert row["ours"][2] == 0 and row["note"].startswith("1 of 1 runs diverged")
     assert "seed 0 at iteration 3 of 20" in row["note"]
+
+
+def test_write_pngs_retries_a_failed_export_once_then_reports_the_error(tmp_path):
+    """A figure export that fails once (kaleido's browser under load) is retried; one that keeps failing
+    (no Chromium) is reported in place of the figure with what to install, and the others still come out."""
+    import plotly.graph_objects as go
+
+    class Flaky(go.Figure):
+        fails = 1
+
+        def write_image(self, path, **kw):
+            if Flaky.fails:
+                Flaky.fails -= 1
+                raise RuntimeError("ReferenceError: kaleido")
+            path.write_bytes(b"png")
+
+    class Broken(go.Figure):
+        def write_image(self, path, **kw):
+            raise RuntimeError("no chromium")
+
+    out = report.write_pngs({"flaky": Flaky(), "broken": Broken()}, tmp_path)
+    assert out["flaky"].endswith("flaky.png") and (tmp_path / "flaky.png").read_bytes() == b"png"
+    assert out["broken"].startswith("(PNG export failed: RuntimeError: no chromium") and "chromium" in out["broken"]
+    assert not (tmp_path / "broken.png").exists()
