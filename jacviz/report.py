@@ -114,7 +114,7 @@ def diverged_note(div: list[dict], n_finished: int) -> str:
     data = f"full batch of {10 * c['few_shot_k']} images" if c.get("few_shot_k") else f"batch {c['batch_size']}"
     where = ", ".join(f"seed {d['seed']} at iteration {d['iteration']:,}" for d in div)
     return (f"{len(div)} of {len(div) + n_finished} runs diverged (training loss became {div[0]['loss']}: {where} of "
-            f"{c['iterations']:,}, with the paper's constant lr {c['lr']:g}, momentum {c['momentum']:g}, {data}) and "
+            f"{c['iterations']:,}, with {'initial' if c.get('milestones') else 'constant'} lr {c['lr']:g}, momentum {c['momentum']:g}, {data}) and "
             f"{'is' if len(div) == 1 else 'are'} not in the mean")
 
 
