@@ -12,8 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 from .grid import DEFENDED, FEWSHOT_K, RESNET, TABLE1
-from .report import (_jac_trend, _md_table, agrees, claims, diverged_note, draw_noise_note, figure_md, final_ce, fmt,
-                     mean_ci, robustness_markdown, robustness_rows, select, table1_markdown, timing_rows, write_pngs)
+from .report import (_jac_trend, _md_table, agrees, claims, diverged_note, draw_noise_note, fewshot_missing,
+                     figure_md, final_ce, fmt, mean_ci, robustness_markdown, robustness_rows, select, table1_markdown,
+                     timing_rows, write_pngs)
 
 # Table S3: DDNet on CIFAR-10, test accuracy % (95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
 PAPER_TABLE_S3 = {
@@ -24,6 +25,7 @@ PAPER_TABLE_S3 = {
     "L2+dropout+JR": {1: (15.0, 1.1), 3: (19.6, 0.9), 10: (26.1, 0.6), 30: (33.4, 0.6), "all": (78.6, 0.2), "jac": (5.2, 0.0)},
 }
 COLUMNS = (*FEWSHOT_K, "all", "jac")
+RESNET_NOISE = ("none", "L2", "JR", "L2+JR")  # Figure S4a: ResNet-18 under white noise
 
 
 def _ddnet(runs: list[dict], variant: str, k: int | None = None) -> list[dict]:
@@ -107,7 +109,7 @@ def cifar_figures(rob: dict) -> dict:
     figs = {}
     for model, fig, name, base, table, defended, undef, defd, s5 in (
             ("ddnet", "S3", "DDNet", "L2 + dropout", TABLE1, DEFENDED, "L2+dropout", "L2+dropout+JR+AT", ("b", "e")),
-            ("resnet18", "S4", "ResNet-18", "L2", ("none", "L2", "JR", "L2+JR"), ("L2", "L2+AT", "L2+JR", "L2+JR+AT"),
+            ("resnet18", "S4", "ResNet-18", "L2", RESNET_NOISE, ("L2", "L2+AT", "L2+JR", "L2+JR+AT"),
              "L2", "L2+JR+AT", ("c", "f"))):
         res = _model_results(rob, model)
         groups = res["groups"]
@@ -220,7 +222,8 @@ def section(results_dir: Path, png: bool = True) -> str | None:
                "0.217 in L2, so a PGD median of 0.217 means over half the images are fooled by the first step: "
                "the PGD column cannot tell such models apart (CW can).\n"]
         fig = "S3" if model == "ddnet" else "S4"
-        cl = [(c.replace("Fig. 3", f"Fig. {fig}"), o) for c, o in claims(rrows)]
+        cl = (claims(rrows, fig=fig) if model == "ddnet"
+              else claims(rrows, base="L2", noise_mixes=RESNET_NOISE, fig=fig))
         if cl:
             md += ["The paper's claims, checked on our numbers:\n", _md_table(["Claim", "Ours"], cl), ""]
             errs = [100 - r["clean"][0] for r in rrows]
@@ -248,9 +251,9 @@ def _missing(runs: list[dict]) -> str:
         if n < 5:
             lines.append(f"- DDNet {v}, all data: {n} of 5 seeds")
     for k in FEWSHOT_K:
-        n = min(len(_ddnet(runs, v, k)) for v in TABLE1)
-        if n < 15:
-            lines.append(f"- DDNet few-shot k={k}: {n} of 15 runs per regularizer")
+        n = fewshot_missing([len(_ddnet(runs, v, k)) for v in TABLE1])
+        if n:
+            lines.append(f"- DDNet few-shot k={k}: {n}")
     for v in RESNET:
         n = len(select(runs, v, model="resnet18", dataset="cifar10"))
         if n < 5:
