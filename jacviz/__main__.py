@@ -53,6 +53,28 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
+def form_argv(*, model: str, wd: float, dropout: float, jr: float, n_proj: str, adv: bool, adv_eps: float,
+              seed: int, eval_samples: int, few_shot: int, unit: str, epochs: float, iterations: int,
+              lr: float) -> list[str]:
+    """``train`` arguments from the app's Train form. ``unit`` 'epochs' or 'iterations' says which length
+    field counts; few-shot runs by epochs get the paper's 10,000 full-batch iterations (Table 1); lr 0 means
+    the model's default."""
+    argv = ["--model", model, "--wd", str(wd), "--dropout", str(dropout), "--jr", str(jr), "--n-proj", n_proj,
+            "--adv-eps", str(adv_eps), "--seed", str(int(seed)), "--eval-samples", str(int(eval_samples)),
+            "--device", "auto"]
+    if adv:
+        argv.append("--adv")
+    if few_shot:
+        argv += ["--few-shot", str(int(few_shot))]
+    if unit == "iterations":
+        argv += ["--iterations", str(int(iterations))]
+    elif not few_shot:
+        argv += ["--epochs", str(epochs)]
+    if lr > 0:
+        argv += ["--lr", str(lr)]
+    return argv
+
+
 def config_from_args(a) -> TrainConfig:
     dataset = a.dataset or models.DATASET_OF[a.model]
     if a.few_shot:

@@ -193,7 +193,7 @@ def adversarial_plane(model_a: nn.Module, model_b: nn.Module, x0: torch.Tensor, 
             r = random_plane(x0, seed)
             u = torch.as_tensor(r.u, dtype=torch.float64).reshape(-1)
             v = torch.as_tensor(r.v, dtype=torch.float64).reshape(-1)
-            desc += "; both perturbations vanish, so the plane is random (seed {seed})"
+            desc += f"; both perturbations vanish, so the plane is random (seed {seed})"
         else:
             desc += f"; {names[0]}'s perturbation vanishes, u is {names[1]}'s direction"
     if status == "parallel":

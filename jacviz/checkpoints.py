@@ -136,7 +136,7 @@ def ship(path, folder: Path = SHIPPED_DIR, half: bool = False, n_check: int = 10
     if half:
         x, y = data.load(ck.config.dataset, "test")
         with torch.no_grad():
-            pred = torch.cat([ck.model(x[s:s + 500]).argmax(1) for s in range(0, n_check, 500)])
+            pred = torch.cat([ck.model(x[s:min(s + 500, n_check)]).argmax(1) for s in range(0, n_check, 500)])
         meta["float32_check"] = {"n": n_check, "test_acc": (pred == y[:n_check]).float().mean().item()}
     return save(Path(folder) / Path(path).name, ck.model, ck.config, ck.metrics, ck.history, meta, half=half)
 

@@ -53,6 +53,9 @@ class TrainConfig:
             raise ValueError("n_proj must be >= 1, or None for the exact penalty")
         if not 0 <= self.dropout < 1:
             raise ValueError("dropout must be in [0, 1)")
+        if self.model == "resnet18" and self.dropout:
+            raise ValueError("ResNet-18 has no dropout layers (Appendix D: the paper uses L2 but no dropout "
+                             "for it); set dropout to 0")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -152,7 +152,9 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
 
     start, history, wall = 0, [], 0.0
     if resume and resume_path and resume_path.exists():
-        st = torch.load(resume_path, map_location=dev, weights_only=True)
+        # on the CPU: the RNG states must stay CPU byte tensors (set_rng_state refuses CUDA ones);
+        # load_state_dict moves weights and momentum buffers to the model's device
+        st = torch.load(resume_path, map_location="cpu", weights_only=True)
         if st.get("key") != key:
             raise checkpoints.CheckpointError(f"{resume_path.name} belongs to another config")
         model.load_state_dict(st["state_dict"])

@@ -188,6 +188,15 @@ def test_training_in_the_app_adds_a_model(app, tmp_path, user_models, monkeypatc
     assert app.dataframe[0].value["model"].iloc[0].startswith("L2")
 
 
+def test_train_page_explains_why_resnet18_takes_no_dropout(app):
+    app.switch_page("jacviz/ui/train.py").run()
+    app.selectbox(key="tr_preset").set_value("L2+dropout+JR").run()
+    app.selectbox(key="tr_model").set_value("resnet18")
+    next(b for b in app.button if b.label == "Train").click().run()
+    assert not app.exception, _errors(app)
+    assert app.error and "Invalid settings" in app.error[0].value and "no dropout" in app.error[0].value
+
+
 def test_robustness_run_and_cw_button(app, user_models):
     app.switch_page("jacviz/ui/robustness.py").run()
     assert not app.exception, _errors(app)

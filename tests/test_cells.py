@@ -80,6 +80,16 @@ def test_adversarial_points_lie_on_plane(mnist_test, lenet_plain, lenet_jr):
     same = cells.adversarial_plane(lenet_plain, lenet_plain, x0, int(y0), eps=0.1)
     _assert_orthonormal(same)
     assert "parallel" in same.description
+    # both perturbations vanish (a constant model has no input gradient): a seeded random plane, said so
+    import copy
+    flat = copy.deepcopy(lenet_plain)
+    with torch.no_grad():
+        for p in flat.parameters():
+            p.zero_()
+    dead = cells.adversarial_plane(flat, flat, x0, int(y0), eps=0.1, seed=7)
+    _assert_orthonormal(dead)
+    assert dead.description.endswith("both perturbations vanish, so the plane is random (seed 7)")
+    assert np.array_equal(dead.u, cells.random_plane(x0, 7).u)
 
 
 def test_jacobian_plane_top_singular_vectors(mnist_test, lenet_plain):

@@ -85,6 +85,20 @@ def test_shipped_ddnet_checkpoints_are_float16_and_predict_like_float32():
     assert {p.name for p in paths} <= manifest
 
 
+def test_ship_half_records_the_float32_accuracy_on_any_number_of_images(tmp_path):
+    """checkpoints.ship(half=True) measures the float32 model on the first n_check test images, n_check
+    not a multiple of its 500-image blocks included."""
+    paths = _shipped_ddnets()
+    if not paths:
+        pytest.skip("no DDNet checkpoint shipped in this checkout")
+    x, y = data.load("cifar10", "test")
+    ck = checkpoints.load(paths[0])
+    with torch.no_grad():
+        want = (ck.model(x[:120]).argmax(1) == y[:120]).float().mean().item()
+    shipped = checkpoints.ship(paths[0], tmp_path, half=True, n_check=120)
+    assert checkpoints.load(shipped).meta["float32_check"] == {"n": 120, "test_acc": want}
+
+
 def test_table_s3_from_the_recorded_runs():
     """Table S3 next to the paper: every full-data cell of the five mixes filled from real DDNet runs;
     adding JR lowers the test ||J||_F (to JR from none, to All Combined from dropout), and where ours

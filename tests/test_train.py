@@ -42,6 +42,45 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_interrupted_then_resumed_on_cuda(tmp_path):
+    """A CUDA run resumes from its file (whose RNG states must be restored as CPU byte tensors) and
+    continues with its weights and momentum on the GPU."""
+    cfg = TrainConfig(iterations=40, milestones=(), eval_every=20, checkpoint_every=20, eval_samples=300,
+                      dropout=0.5, jr=0.01, device="cuda")
+    part = fit(cfg, out_dir=tmp_path, show_progress=False, stop_after=20)
+    assert not part.finished
+    resumed = fit(cfg, out_dir=tmp_path, show_progress=False, resume=True)
+    assert resumed.finished and [h["iteration"] for h in resumed.history] == [20, 40]
+    assert all(p.device.type == "cuda" for p in resumed.model.parameters())
+
+
+def test_resnet18_config_refuses_dropout():
+    """ResNet-18 has no dropout layers (Appendix D): a config asking for it fails at once, with the reason,
+    not when the model is built after the dataset has loaded (the Train page shows the message)."""
+    with pytest.raises(ValueError, match="no dropout"):
+        TrainConfig(model="resnet18", dataset="cifar10", dropout=0.5)
+    assert TrainConfig(model="resnet18", dataset="cifar10", weight_decay=5e-4, jr=0.01).label() == "L2+JR"
+
+
+def test_train_form_few_shot_follows_table_1_unless_told_otherwise():
+    """The app's Train form: few-shot by epochs is the paper's 10,000 full-batch iterations at lr 0.01;
+    'iterations' sets the length for few-shot and full-data runs alike."""
+    from jacviz.__main__ import config_from_args, form_argv, train_parser
+
+    def config(**kw):
+        form = dict(model="lenet", wd=0.0, dropout=0.0, jr=0.0, n_proj="1", adv=False, adv_eps=0.01, seed=0,
+                    eval_samples=1000, few_shot=0, unit="epochs", epochs=1.0, iterations=600, lr=0.0)
+        return config_from_args(train_parser().parse_args(form_argv(**{**form, **kw})))
+
+    c = config(few_shot=3)
+    assert (c.few_shot_k, c.iterations, c.lr, c.milestones) == (3, 10000, 0.01, ())
+    assert config(few_shot=3, unit="iterations", iterations=250).iterations == 250
+    assert config(unit="epochs", epochs=2.0).iterations == 1200  # 2 epochs of 600 batches of 100
+    assert config(unit="iterations", iterations=250).iterations == 250
+    assert config(model="ddnet", lr=0.0).lr == 0.01 and config(model="ddnet", lr=0.05).lr == 0.05
+
+
 def test_corrupt_and_foreign_files_give_clear_errors(tmp_path):
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"not a torch file at all")

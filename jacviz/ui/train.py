@@ -6,7 +6,7 @@ import streamlit as st
 
 import models
 from jacviz import checkpoints
-from jacviz.__main__ import config_from_args, train_parser
+from jacviz.__main__ import config_from_args, form_argv, train_parser
 from jacviz.config import PAPER_VARIANTS
 from jacviz.train import fit
 from jacviz.ui import common
@@ -44,7 +44,9 @@ with st.form("train_form"):
                                                    "resnet18": "ResNet-18 (CIFAR-10)"}.get(m, m))
         few = st.number_input("Few-shot: samples per class (0 = all training data)", min_value=0,
                               max_value=5000, value=0, step=1, key="tr_few",
-                              help="Table 1: full-batch SGD on k samples per class, lr 0.01, 10k iterations")
+                              help="Table 1's protocol: full-batch SGD on k samples per class, constant lr "
+                                   "0.01, 10,000 iterations (with 'Length in: iterations', the Iterations "
+                                   "field sets the length instead)")
         seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="tr_seed")
     with c2:
         st.markdown("**Regularizers**")
@@ -77,19 +79,9 @@ st.caption("Clicking anything while training interrupts the run; its resume file
            "(`<hash>.resume.pt`, written every evaluation) lets the same settings continue later.")
 
 if submitted:
-    argv = ["--model", arch, "--wd", str(wd), "--dropout", str(dropout), "--jr", str(jr),
-            "--n-proj", n_proj, "--adv-eps", str(adv_eps), "--seed", str(int(seed)),
-            "--eval-samples", str(int(eval_samples)), "--device", "auto"]
-    if adv:
-        argv.append("--adv")
-    if few:
-        argv += ["--few-shot", str(int(few))]
-    if unit == "epochs" and not few:
-        argv += ["--epochs", str(epochs)]
-    else:
-        argv += ["--iterations", str(int(iters))]
-    if lr > 0:
-        argv += ["--lr", str(lr)]
+    argv = form_argv(model=arch, wd=wd, dropout=dropout, jr=jr, n_proj=n_proj, adv=adv, adv_eps=adv_eps,
+                     seed=seed, eval_samples=eval_samples, few_shot=few, unit=unit, epochs=epochs,
+                     iterations=iters, lr=lr)
     try:
         config = config_from_args(train_parser().parse_args(argv))
     except (ValueError, SystemExit) as err:
