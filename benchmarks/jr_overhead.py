@@ -12,13 +12,17 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import models
-from jacviz.jacobian import jacobian_penalty
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import models  # noqa: E402
+from jacviz.jacobian import jacobian_penalty  # noqa: E402
 
 
 def step_time(model, x, y, n_proj, steps, device) -> float:

@@ -63,6 +63,9 @@ def jacobians(model: nn.Module, x: torch.Tensor, space: str = "normalized") -> t
     return J
 
 
+VECTOR_BUDGET = 4_000_000  # float64 projection vectors held at once by projection_study (32 MB)
+
+
 def projection_estimates(J: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Eq. 8 per sample: C * mean over projections of |v . J|^2.
 
@@ -108,10 +111,13 @@ def projection_study(model: nn.Module, x: torch.Tensor, n_projs: Sequence[int] =
         n = int(n)
         if n < 1:
             raise ValueError("n_proj must be >= 1")
-        v = unit_vectors((repeats, n, B, C), generator=g, dtype=torch.float64)
-        # C * v^T JJ^T v per projection, averaged over the n projections: (repeats, B)
-        quad = torch.einsum("rnbc,bcd,rnbd->rnb", v, JJt, v)
-        est = C * quad.mean(1)
+        # C * v^T JJ^T v per projection, averaged over the n projections: (repeats, B); drawn in chunks of
+        # repeats so the vectors never take more than VECTOR_BUDGET numbers (the app allows 2000 x 50 x 1000 x 10)
+        chunk, parts = max(1, VECTOR_BUDGET // (n * B * C)), []
+        for r in range(0, repeats, chunk):
+            v = unit_vectors((min(chunk, repeats - r), n, B, C), generator=g, dtype=torch.float64)
+            parts.append(C * torch.einsum("rnbc,bcd,rnbd->rnb", v, JJt, v).mean(1))
+        est = torch.cat(parts)
         batch = est.mean(1)                                    # (repeats,)
         ratio = est / exact
         rows.append({

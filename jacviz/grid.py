@@ -271,7 +271,9 @@ def collect_runs(folders: Sequence[Path], configs: Sequence[TrainConfig], previo
     A run whose checkpoint is not on disk (only seed 0 of each mix is kept in git; the other
     checkpoints live in the gitignored ``runs/``) keeps its record from ``previous``, the
     results file written when it was trained, with ``checkpoint`` set to None. Runs that diverged
-    (a ``<key>.diverged.json`` record, or one in ``previous``) are listed under ``diverged``."""
+    (a ``<key>.diverged.json`` record, or one in ``previous``) are listed under ``diverged``. Records of
+    ``previous`` outside ``configs`` (another schedule, seed or k than this call plans) are kept as they are:
+    rewriting the results file never loses a run (the report picks which to tabulate)."""
     from .checkpoints import CheckpointError, _read
     before = {r["key"]: r for r in (previous or {}).get("runs", [])}
     before_div = {r["key"]: r for r in (previous or {}).get("diverged", [])}
@@ -296,20 +298,25 @@ def collect_runs(folders: Sequence[Path], configs: Sequence[TrainConfig], previo
         runs.append({"key": c.key(), "label": c.label(), "checkpoint": _rel(p), "config": obj["config"],
                      "metrics": obj.get("metrics", {}), "history": obj.get("history", []),
                      "meta": obj.get("meta", {})})
+    planned = {c.key() for c in configs}
+    runs += [r for k, r in before.items() if k not in planned]
+    diverged += [r for k, r in before_div.items() if k not in planned]
     return {"runs": runs, "missing": missing, "diverged": diverged}
 
 
 def collect_robustness(folder: Path, configs: Sequence[TrainConfig], previous: dict | None = None) -> dict:
     """Merge per-checkpoint robustness records into one results dict with seed groups.
 
-    Records missing from ``folder`` (a fresh clone has no ``runs/``) are kept from ``previous``."""
+    Records missing from ``folder`` (a fresh clone has no ``runs/``) are kept from ``previous``, and so are
+    ``previous`` records outside ``configs`` (another schedule or seed than this call plans)."""
     import numpy as np
     from .robustness import aggregate_seeds
     before = {r["key"]: r for r in (previous or {}).get("models", [])}
     records = []
-    for c in configs:
-        f = Path(folder) / f"{c.key()}.json"
-        r = json.loads(f.read_text()) if f.exists() else before.get(c.key())
+    planned = [c.key() for c in configs]
+    for key in planned + [k for k in before if k not in set(planned)]:
+        f = Path(folder) / f"{key}.json"
+        r = json.loads(f.read_text()) if f.exists() else before.get(key)
         if r is not None:
             r = dict(r)
             r["distances"] = {k: np.array([math.inf if v is None else v for v in d], dtype=float)

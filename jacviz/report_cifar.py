@@ -12,8 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 from .grid import DEFENDED, FEWSHOT_K, RESNET, TABLE1
-from .report import (_jac_trend, _md_table, agrees, claims, diverged_note, draw_noise_note, fewshot_missing,
-                     figure_md, final_ce, fmt, mean_ci, robustness_markdown, robustness_rows, select, table1_markdown,
+from .report import (_jac_trend, _md_table, agreement, agrees, claims, current_robustness, diverged_note,
+                     draw_noise_note, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci,
+                     robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
                      timing_rows, write_pngs)
 
 # Table S3: DDNet on CIFAR-10, test accuracy % (95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
@@ -61,9 +62,10 @@ def _note(row: dict, rs: list[dict], runs: list[dict]) -> str:
         return "not run yet" + ("" if row["column"] in ("all", "jac") else " (few-shot DDNet: a GPU job, see below)")
     its = sorted({r["config"]["iterations"] for r in rs})
     sched = "/".join(f"{i:,}" for i in its)
-    notes = [f"{n} run{'s' if n > 1 else ''} (paper: {5 if row['column'] in ('all', 'jac') else 15})"] if n < 5 else []
+    n_paper = 5 if row["column"] in ("all", "jac") else 15
+    notes = [f"{n} run{'s' if n > 1 else ''} (paper: {n_paper})"] if n < n_paper else []
     if row["agrees"]:
-        return "; ".join(notes + ["within the paper's interval"])
+        return "; ".join(notes + [agreement(row["ours"], row["paper"])])
     if row["column"] == "all" and its and max(its) < 150000:
         grow = ""
         if len(rs[0].get("history", [])) >= 2:
@@ -91,7 +93,7 @@ def table_s3_markdown(rows: list[dict], details: bool = True):
     """Table S3 as report.table1_markdown lays out Table 1; the long table lists only the cells we ran."""
     return table1_markdown(rows, details, ran_only=True, summary="Every cell we ran, with its difference and explanation",
                            caption="Accuracy in %, CIFAR-10 test set (10,000); ‖J‖_F with respect to the normalized "
-                                   "input (x − 0.5)·2 (halve it for [0,1]-pixel units), ours on the first 1,000 test "
+                                   "input (x − 0.5)·2 (double it for [0,1]-pixel units), ours on the first 1,000 test "
                                    "images.")
 
 
@@ -147,21 +149,23 @@ def section(results_dir: Path, png: bool = True) -> str | None:
     if not runs_file.exists():
         return None
     R = json.loads(runs_file.read_text())
-    runs = R["runs"]
+    all_runs = R["runs"]
+    runs, diverged = longest_schedule(all_runs), longest_schedule(R.get("diverged", []))
     rob_file = Path(results_dir) / "cifar10_robustness.json"
-    rob = {"models": [], "groups": [], "meta": {}}
+    rob_all = {"models": [], "groups": [], "meta": {}}
     if rob_file.exists():
         from .robustness import load_results
-        rob = load_results(rob_file)
-    rows = table_s3_rows(runs, R.get("diverged", []))
+        rob_all = load_results(rob_file)
+    rob = current_robustness(rob_all)
+    rows = table_s3_rows(runs, diverged)
     figs = cifar_figures(rob) if rob["models"] else {}
-    pngs = write_pngs(figs, Path(results_dir) / "figures") if png else {}
+    pngs = write_pngs(figs, Path(results_dir) / "figures") if png else None
     devices = sorted({f"{r['meta'].get('device', '?')} ({r['meta'].get('device_name', '?')}, torch "
                       f"{r['meta'].get('torch', '?')})" for r in runs})
-    hours = sum(r["metrics"].get("train_time_s", 0) for r in runs) / 3600
+    hours = sum(r["metrics"].get("train_time_s", 0) for r in all_runs) / 3600
     full = [r for r in runs if not r["config"].get("few_shot_k")]
     its = sorted({r["config"]["iterations"] for r in full})
-    div_fs = [d for d in R.get("diverged", []) if d["config"].get("few_shot_k")]
+    div_fs = [d for d in diverged if d["config"].get("few_shot_k")]
     cells = Counter((r["label"], r["config"]["few_shot_k"]) for r in runs if r["config"].get("few_shot_k"))
     per_cell = "–".join(map(str, sorted({min(cells.values(), default=0), max(cells.values(), default=0)})))
     none, jr = mean_ci([r["metrics"]["jac_fro_normalized"] for r in _ddnet(runs, "none")]), \
@@ -171,9 +175,9 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           "(`python -m jacviz grid --dataset cifar10`).\n",
           "## How these numbers were made\n",
           f"- **Runs**: {len(runs)} finished runs ({sum(r['config']['model'] == 'ddnet' for r in runs)} DDNet, "
-          f"{sum(r['config']['model'] == 'resnet18' for r in runs)} ResNet-18), {hours:.1f} h of training wall time "
-          f"on {', '.join(devices) or '—'}.",
-          f"- **Schedule**: {R['meta'].get('schedule', '?')} — "
+          f"{sum(r['config']['model'] == 'resnet18' for r in runs)} ResNet-18){superseded_note(all_runs, runs)}, "
+          f"{hours:.1f} h of training wall time on {', '.join(devices) or '—'}.",
+          f"- **Schedule**: {schedule_name(runs)} — "
           + (f"{'/'.join(f'{i:,}' for i in its)} SGD iterations ({'/'.join(f'{i / 500:g}' for i in its)} epochs), batch 100, momentum 0.9, lr 0.01 (DDNet) / "
              "0.1 (ResNet-18) ÷10 after 60% and 80% of them. The paper trains 150,000 iterations (300 epochs), "
              "÷10 after 50k and 100k. No GPU was lent to the session that made these runs; on its 2-core CPU a "
@@ -181,7 +185,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
              "plain run. **Our accuracies and norms are those of undertrained models and are not comparable to the "
              "paper's**; what these runs show is how the regularizers compare after the same short training "
              "(‖J‖_F, robustness), which need not be the order they reach after 150,000 iterations."
-             if R["meta"].get("schedule") == "short" else "the paper's 150k iterations."),
+             if its and max(its) < 150000 else "the paper's 150k iterations, ÷10 after 50k and 100k."),
           "- **Few-shot** (Table S3, columns 1–30): k training images per class drawn with the run's seed, "
           "full-batch SGD (momentum 0.9) at constant lr 0.01 for 10,000 iterations, as the paper; "
           + (f"{len(runs) - len(full)} runs, {per_cell} per cell we ran (the paper averages 15), so a cell of ours "
@@ -239,7 +243,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
                           (f"figS5{'e' if model == 'ddnet' else 'f'}_{model}", "Figure S5 (ours): by attack, with JR + AT")):
             md += [figure_md(pngs, stem, cap), ""]
     md += ["## Compute (CIFAR-10)\n",
-           _md_table(["Kind of run", "runs", "median (s)", "range (s)", "total (h)"], timing_rows(runs, rob)), "",
+           _md_table(["Kind of run", "runs", "median (s)", "range (s)", "total (h)"], timing_rows(all_runs, rob_all)), "",
            "## CIFAR-10: not yet reproduced\n", _missing(runs), ""]
     return "\n".join(md)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from jacviz import estimator, gallery
@@ -40,7 +41,12 @@ def test_projection_equals_autograd_vjp():
     assert math.isclose(float(ours), float(ref), rel_tol=1e-4)
 
 
-def test_unbiased_and_variance_within_eq16_bound():
+@pytest.mark.parametrize("budget", [None, 1000])
+def test_unbiased_and_variance_within_eq16_bound(budget, monkeypatch):
+    """Also with the draws made in many small chunks (a budget of 1,000 numbers: 16 or 4 repeats a chunk),
+    as the app's largest settings are."""
+    if budget:
+        monkeypatch.setattr(estimator, "VECTOR_BUDGET", budget)
     m = _model(1)
     x = torch.rand(6, 1, 28, 28)
     study = estimator.projection_study(m, x, n_projs=(1, 4), repeats=4000, seed=1)

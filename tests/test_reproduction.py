@@ -232,3 +232,44 @@ def test_write_pngs_retries_a_failed_export_once_then_reports_the_error(tmp_path
     assert out["flaky"].endswith("flaky.png") and (tmp_path / "flaky.png").read_bytes() == b"png"
     assert out["broken"].startswith("(PNG export failed: RuntimeError: no chromium") and "chromium" in out["broken"]
     assert not (tmp_path / "broken.png").exists()
+
+
+def test_a_run_of_another_schedule_is_kept_and_the_longer_schedule_is_tabulated(results_dir, tmp_path):
+    """A GPU call of the grid plans the paper's schedule: rewriting the results file keeps the short-schedule
+    records it did not plan (runs, diverged runs and robustness), and the tables then use the longest
+    schedule of each architecture only, never an average over both."""
+    prev = json.loads((results_dir / "mnist_runs.json").read_text())
+    prev_rob = json.loads((results_dir / "mnist_robustness.json").read_text())
+    prev["diverged"] = [{"key": "d0", "label": "none", "seed": 9, "iteration": 5, "loss": "nan",
+                         "config": grid.variant_config("none", 9).to_dict()}]
+    paper = grid.plan(["table1"], [0], "paper")
+    runs = grid.collect_runs([tmp_path], paper, prev)
+    assert {r["key"] for r in runs["runs"]} == {r["key"] for r in prev["runs"]}
+    assert runs["diverged"] == prev["diverged"] and len(runs["missing"]) == 5
+    rob = grid.collect_robustness(tmp_path / "nothing", grid.robustness_configs([0], "paper"), prev_rob)
+    assert [m["key"] for m in rob["models"]] == [m["key"] for m in prev_rob["models"]]
+    # a 150k-iteration run of 'none' (its record copied from the short one, accuracy changed): the table
+    # shows it alone; the short runs stay out of every cell and out of the robustness records shown
+    short = report.select(prev["runs"], "none")[0]
+    long = json.loads(json.dumps(short))
+    long["config"].update(iterations=150000, milestones=[50000, 100000])
+    long["key"], long["metrics"]["test_acc"] = "p0", 0.9931
+    both = prev["runs"] + [long]
+    current = report.longest_schedule(both)
+    assert current == [long]  # LeNet' on MNIST: every short full-data run is superseded
+    rows = {(r["regularizer"], r["column"]): r for r in report.table1_rows(current)}
+    assert rows[("none", "all")]["ours"][:1] == (99.31,) and rows[("none", "all")]["ours"][2] == 1
+    assert rows[("L2", "all")]["ours"][2] == 0
+    assert "1 more run" not in report.superseded_note(both, current) and "8 more runs" in report.superseded_note(both, current)
+    assert report.schedule_name(current) == "paper" and report.schedule_name(prev["runs"]) == "short"
+    rob_long = json.loads(json.dumps(prev_rob))
+    rob_long["models"][0]["config"]["iterations"] = 150000
+    assert [m["key"] for m in report.current_robustness(rob_long)["models"]] == [rob_long["models"][0]["key"]]
+
+
+def test_cell_notes_tell_an_overlap_from_a_mean_inside_the_papers_interval():
+    assert report.agreement((99.0, 0.1, 5), (98.95, 0.1)) == "within the paper's interval"
+    assert report.agrees((44.3, 5.6, 7), (49.2, 1.9))
+    assert report.agreement((44.3, 5.6, 7), (49.2, 1.9)).startswith("our interval overlaps the paper's")
+    # the paper prints one decimal: 4.0 ± 0.0 covers 3.95 to 4.05
+    assert report.agrees((3.96, math.nan, 1), (4.0, 0.0)) and not report.agrees((3.94, math.nan, 1), (4.0, 0.0))
