@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,6 +31,24 @@ from .config import TrainConfig
 from .jacobian import jacobian_frobenius, jacobian_penalty
 
 ProgressFn = Callable[[dict], None]
+
+
+@contextmanager
+def batch_stats_frozen(model: nn.Module):
+    """Within the block, BatchNorm layers still normalize with the batch's own statistics (train
+    mode) but leave running_mean / running_var / num_batches_tracked as they are.
+
+    Used for the FGSM forward of adversarial training, so that one SGD step updates the running
+    statistics once (with the batch it trains on), as a plain step does. Only ResNet-18 has
+    BatchNorm; LeNet' and DDNet are unaffected."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in bns:
+        m.track_running_stats = False  # train mode + no tracking: batch statistics, no buffer update
+    try:
+        yield model
+    finally:
+        for m in bns:
+            m.track_running_stats = True
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -187,7 +206,8 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
         x, y = x_train[idx], y_train[idx]
         if config.adv_train:
             eps = torch.rand(len(x), device=dev) * config.adv_eps_max
-            x = fgsm(model, x, y, eps)  # eq. 10 per sample, in train mode as the step itself
+            with batch_stats_frozen(model):  # eq. 10 per sample, in train mode as the step itself
+                x = fgsm(model, x, y, eps)
         if config.jr:
             x = x.detach().requires_grad_(True)
         logits = model(x)

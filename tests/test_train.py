@@ -63,6 +63,33 @@ def test_resnet18_config_refuses_dropout():
     assert TrainConfig(model="resnet18", dataset="cifar10", weight_decay=5e-4, jr=0.01).label() == "L2+JR"
 
 
+def test_adversarial_example_leaves_batchnorm_running_statistics_alone():
+    """FGSM adversarial training of ResNet-18: the attack's forward pass (train mode, batch statistics)
+    must not move the BatchNorm running statistics, so a step updates them once, with the batch it
+    trains on, as a plain step does. The adversarial example is the same as without the guard."""
+    from jacviz.attacks import fgsm
+    from jacviz.data import load
+    from jacviz.train import batch_stats_frozen
+    from models import build
+
+    x, y = load("cifar10", "test")
+    x, y = x[:16], y[:16]
+    torch.manual_seed(0)
+    model = build("resnet18").train()
+    model(x)  # running statistics away from their (0, 1) start
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    eps = torch.full((16,), 0.01)
+    with batch_stats_frozen(model):
+        x_adv = fgsm(model, x, y, eps)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(m.track_running_stats for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    unguarded = fgsm(model, x, y, eps)  # same batch statistics, so the same example; this one moves them
+    assert torch.equal(x_adv, unguarded)
+    assert not torch.equal(before["bn1.running_mean"], model.state_dict()["bn1.running_mean"])
+    assert (x_adv - x).abs().max() <= 0.01 + 1e-6 and (x_adv != x).any()
+
+
 def test_train_form_few_shot_follows_table_1_unless_told_otherwise():
     """The app's Train form: few-shot by epochs is the paper's 10,000 full-batch iterations at lr 0.01;
     'iterations' sets the length for few-shot and full-data runs alike."""
