@@ -326,7 +326,8 @@ def collect_robustness(folder: Path, configs: Sequence[TrainConfig], previous: d
     meta = {"n_models": len(records), "samples": "first n samples of the test split", "space": "[0,1] pixel space",
             "distances": "L2 in pixel space; null = never fooled within the budget",
             "n": sorted({r["n"] for r in records}), "cw_presets": sorted({r.get("cw_preset", "?") for r in records}),
-            "devices": sorted({f"{e.get('device')} ({e.get('device_name')}, {e.get('torch_threads')} threads)" for e in envs}),
+            "devices": sorted({f"{e.get('device')} ({e.get('device_name')}, {e.get('torch_threads')} "
+                                 f"thread{'' if e.get('torch_threads') == 1 else 's'})" for e in envs}),
             "torch": sorted({str(e.get("torch")) for e in envs}),
             "wall_s_total": round(sum(r.get("wall_s", 0) for r in records), 1),
             # the fields run_robustness writes, which the app's Robustness page shows
