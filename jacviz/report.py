@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .grid import FEWSHOT_K, LAMBDAS, RESULTS_DIR, REPO_ROOT, TABLE1, DEFENDED
+from .grid import FEWSHOT_K, LAMBDAS, PAPER_ITERATIONS, RESULTS_DIR, REPO_ROOT, TABLE1, DEFENDED
 
 # Table 1 (test accuracy %, 95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
 PAPER_TABLE1 = {
@@ -126,7 +126,7 @@ def longest_schedule(records: list[dict]) -> list[dict]:
 def schedule_name(runs: list[dict]) -> str:
     """'paper' when the full-data runs train the paper's 150k iterations, 'short' when fewer, '—' without any."""
     its = [r["config"]["iterations"] for r in runs if not r["config"].get("few_shot_k")]
-    return "—" if not its else "paper" if min(its) >= 150000 else "short"
+    return "—" if not its else "paper" if min(its) >= PAPER_ITERATIONS else "short"
 
 
 def current_robustness(rob: dict) -> dict:

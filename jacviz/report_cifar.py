@@ -11,7 +11,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from .grid import DEFENDED, FEWSHOT_K, RESNET, TABLE1
+from .grid import DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, TABLE1
 from .report import (_jac_trend, _md_table, agreement, agrees, claims, current_robustness, diverged_note,
                      draw_noise_note, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
@@ -66,7 +66,7 @@ def _note(row: dict, rs: list[dict], runs: list[dict]) -> str:
     notes = [f"{n} run{'s' if n > 1 else ''} (paper: {n_paper})"] if n < n_paper else []
     if row["agrees"]:
         return "; ".join(notes + [agreement(row["ours"], row["paper"])])
-    if row["column"] == "all" and its and max(its) < 150000:
+    if row["column"] == "all" and its and max(its) < PAPER_ITERATIONS:
         grow = ""
         if len(rs[0].get("history", [])) >= 2:
             h = rs[0]["history"]
@@ -76,7 +76,7 @@ def _note(row: dict, rs: list[dict], runs: list[dict]) -> str:
                      "(see Schedule above)")
     elif row["column"] == "jac":
         a, b, n_jac = _jac_trend(rs)
-        if math.isfinite(a) and math.isfinite(b) and its and max(its) < 150000:
+        if math.isfinite(a) and math.isfinite(b) and its and max(its) < PAPER_ITERATIONS:
             moving = "still growing" if b > 1.1 * a else "still shrinking" if b < a / 1.1 else "about flat"
             notes.append(f"{'smaller' if row['diff'] < 0 else 'larger'}; {moving} during our {sched}-iteration "
                          f"training ({a:.2f} → {b:.2f} on {n_jac:,} test images), which is 100× shorter than the paper's")
@@ -106,6 +106,11 @@ def resnet_rows(runs: list[dict]) -> list[list[str]]:
         rows.append([v, ", ".join(str(r["config"]["seed"]) for r in rs), fmt(*acc[:2]), fmt(*jac[:2], 2),
                      f"{sum(t) / len(t) / 60:.0f} min" if t else "—"])
     return rows
+
+
+def resnet_markdown(runs: list[dict]) -> str:
+    """:func:`resnet_rows` as a markdown table."""
+    return _md_table(["Regularizer", "seeds", "test accuracy %", "‖J‖_F", "training time (mean)"], resnet_rows(runs))
 
 
 def plain_step_seconds(runs: list[dict], model: str) -> float | None:
@@ -210,13 +215,13 @@ def section(results_dir: Path, png: bool = True) -> str | None:
              "0.1 (ResNet-18) ÷10 after 60% and 80% of them. The paper trains 150,000 iterations (300 epochs), "
              "÷10 after 50k and 100k. No GPU was lent to the sessions that made these runs; on their 2-core CPU "
              + "; ".join(f"a plain {name} step took {t:.2f} s (median over runs, evaluations included), so the paper's "
-                         f"schedule would take ~{t * 150000 / 3600:.0f} h a plain {name} run"
+                         f"schedule would take ~{t * PAPER_ITERATIONS / 3600:.0f} h a plain {name} run"
                          for name, t in (("DDNet", plain_step_seconds(full, "ddnet")),
                                          ("ResNet-18", plain_step_seconds(full, "resnet18"))) if t)
              + ". **Our accuracies and norms are those of undertrained models and are not comparable to the "
              "paper's**; what these runs show is how the regularizers compare after the same short training "
              "(‖J‖_F, robustness), which need not be the order they reach after 150,000 iterations."
-             if its and max(its) < 150000 else "the paper's 150k iterations, ÷10 after 50k and 100k."),
+             if its and max(its) < PAPER_ITERATIONS else "the paper's 150k iterations, ÷10 after 50k and 100k."),
           "- **Few-shot** (Table S3, columns 1–30): k training images per class drawn with the run's seed, "
           "full-batch SGD (momentum 0.9) at constant lr 0.01 for 10,000 iterations, as the paper; "
           + (f"{len(runs) - len(full)} runs, {per_cell} per cell we ran (the paper averages 15), so a cell of ours "
@@ -250,7 +255,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
            "robustness Figures S4 and S5c/f), so these are ours alone: the models whose robustness is measured below. "
            "Test accuracy on the 10,000 test images, ‖J‖_F w.r.t. the normalized input on the first 1,000, mean ± 95% "
            "CI over the seeds listed; lr 0.1, PyTorch's default initialization, no dropout (Appendix D).\n",
-           _md_table(["Regularizer", "seeds", "test accuracy %", "‖J‖_F", "training time (mean)"], resnet_rows(rn)), ""]
+           resnet_markdown(rn), ""]
     rn_none, rn_jr = (mean_ci([r["metrics"]["jac_fro_normalized"] for r in select(rn, v, model="resnet18",
                                                                                       dataset="cifar10")])
                       for v in ("none", "JR"))
@@ -306,7 +311,7 @@ def _missing(runs: list[dict]) -> str:
         n = len(select(runs, v, model="resnet18", dataset="cifar10"))
         if n < 5:
             lines.append(f"- ResNet-18 {v}: {n} of 5 seeds")
-    if any(r["config"]["iterations"] < 150000 for r in runs if not r["config"].get("few_shot_k")):
+    if any(r["config"]["iterations"] < PAPER_ITERATIONS for r in runs if not r["config"].get("few_shot_k")):
         lines.append("- the paper's 150k-iteration schedule: `python -m jacviz grid --dataset cifar10 --schedule paper` "
                      "on a GPU (our runs use 1,500)")
     return "\n".join(lines) or "Everything planned is in."

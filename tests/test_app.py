@@ -308,6 +308,8 @@ def test_robustness_and_about_show_the_cifar10_reproduction(app):
     if R.get("diverged"):  # the caption counts them and the long table's notes say which
         assert "runs diverged" in long
         assert any(f"{len(R['diverged'])} diverged, left out of the means" in c.value for c in app.caption)
+    resnet = [r for r in report_cifar.longest_schedule(R["runs"]) if r["config"]["model"] == "resnet18"]
+    assert (report_cifar.resnet_markdown(resnet) in [m.value for m in app.markdown]) == bool(resnet)
 
 
 @pytest.fixture(scope="session")
