@@ -4,7 +4,8 @@
     L = CE + lambda_WD/2 |theta|^2 + lambda_JR/2 * mean_batch ||J(x)||_F^2,
 with the Jacobian taken w.r.t. the normalized input (paper convention) and estimated with
 Algorithm 1 (``n_proj`` random projections, or exact). It evaluates every ``eval_every``
-iterations, saves a resumable checkpoint atomically every ``checkpoint_every`` iterations, and
+iterations, saves a resumable checkpoint atomically every ``checkpoint_every`` iterations (and at
+least every ``RESUME_EVERY_S`` seconds, for slow CPU runs), and
 writes the final checkpoint ``<out_dir>/<config.key()>.pt``. CPU runs are bit-reproducible:
 batch order comes from a per-epoch generator and every other random draw (dropout, projections,
 FGSM amplitudes) from the global generator, whose state the resume file stores.
@@ -31,6 +32,9 @@ from .config import TrainConfig
 from .jacobian import jacobian_frobenius, jacobian_penalty
 
 ProgressFn = Callable[[dict], None]
+# Also save the resume file after this much wall time since the last save: a ResNet-18 JR step takes
+# ~6 s on a 2-core CPU, so 250 iterations between saves would risk 25 minutes of work to a kill.
+RESUME_EVERY_S = 600.0
 
 
 @contextmanager
@@ -196,6 +200,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
                desc=f"train {config.label()}", unit="it", dynamic_ncols=True)
     perm_cache: dict = {}
     t0 = time.perf_counter() - wall
+    last_save = time.perf_counter()
     run = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "n": 0}
     model.train()
     for it in range(start, end):
@@ -241,8 +246,10 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
             bar.set_postfix(acc=f"{rec['test_acc']:.4f}", J=f"{rec['jac_fro_normalized']:.2f}")
             if progress:
                 progress({"kind": "eval", **rec})
-        if resume_path and done < config.iterations and (done % config.checkpoint_every == 0 or done == end):
+        if resume_path and done < config.iterations and (done % config.checkpoint_every == 0 or done == end
+                                                         or time.perf_counter() - last_save > RESUME_EVERY_S):
             save_resume(done, time.perf_counter() - t0)
+            last_save = time.perf_counter()
     bar.close()
     model.eval()
     finished = end >= config.iterations

@@ -42,6 +42,30 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
 
 
+def test_a_run_killed_between_iteration_saves_resumes_from_its_time_based_save(tmp_path, monkeypatch):
+    """Slow runs also save the resume file on wall time (RESUME_EVERY_S): a run killed after iteration 40,
+    long before its next 1000-iteration save, resumes from its last timed save and ends as an
+    uninterrupted run does (here every iteration's save is due, RESUME_EVERY_S = 0)."""
+    from jacviz import train
+
+    cfg = TrainConfig(iterations=50, milestones=(), eval_every=25, checkpoint_every=1000, eval_samples=300,
+                      dropout=0.5, device="cpu")
+    full = fit(cfg, out_dir=tmp_path / "a", show_progress=False)
+    monkeypatch.setattr(train, "RESUME_EVERY_S", 0.0)
+
+    def kill(info):
+        if info["kind"] == "step" and info["iteration"] == 40:
+            raise KeyboardInterrupt  # as a kill: after iteration 40 ran, before its save
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, out_dir=tmp_path / "b", show_progress=False, progress=kill)
+    saved = torch.load(tmp_path / "b" / f"{cfg.key()}.resume.pt", weights_only=True)
+    assert saved["iteration"] == 39
+    resumed = fit(cfg, out_dir=tmp_path / "b", show_progress=False, resume=True)
+    sa, sb = full.model.state_dict(), resumed.model.state_dict()
+    assert resumed.finished and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_interrupted_then_resumed_on_cuda(tmp_path):
     """A CUDA run resumes from its file (whose RNG states must be restored as CPU byte tensors) and
