@@ -113,13 +113,27 @@ def resnet_markdown(runs: list[dict]) -> str:
     return _md_table(["Regularizer", "seeds", "test accuracy %", "‖J‖_F", "training time (mean)"], resnet_rows(runs))
 
 
+def _plain(runs: list[dict], model: str) -> list[dict]:
+    return [r for r in runs if r["config"].get("model") == model and not r["config"].get("few_shot_k")
+            and not r["config"].get("jr") and not r["config"].get("adv_train") and r["metrics"].get("train_time_s")]
+
+
 def plain_step_seconds(runs: list[dict], model: str) -> float | None:
     """Median training wall time per SGD iteration (evaluations included) of the all-data runs of one
     architecture without JR or AT, or None when there are none."""
-    ts = [r["metrics"]["train_time_s"] / r["config"]["iterations"] for r in runs
-          if r["config"].get("model") == model and not r["config"].get("few_shot_k") and not r["config"].get("jr")
-          and not r["config"].get("adv_train") and r["metrics"].get("train_time_s")]
-    return sorted(ts)[len(ts) // 2] if ts else None
+    ts = sorted(r["metrics"]["train_time_s"] / r["config"]["iterations"] for r in _plain(runs, model))
+    return ts[len(ts) // 2] if ts else None
+
+
+def _threads(runs: list[dict], model: str) -> str:
+    """'2 torch threads a run' / '1–2 torch threads a run' for the runs plain_step_seconds reads, as their checkpoints
+    recorded it (older checkpoints did not: those count as unrecorded)."""
+    th = sorted({r.get("meta", {}).get("torch_threads") for r in _plain(runs, model)}, key=str)
+    known = [t for t in th if t]
+    if not known:
+        return "threads not recorded"
+    s = "–".join(map(str, sorted({min(known), max(known)})))
+    return f"{s} torch thread{'' if s == '1' else 's'} a run" + (", some runs unrecorded" if len(known) < len(th) else "")
 
 
 def table_s3_markdown(rows: list[dict], details: bool = True):
@@ -214,10 +228,11 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           + (f"{'/'.join(f'{i:,}' for i in its)} SGD iterations ({'/'.join(f'{i / 500:g}' for i in its)} epochs), batch 100, momentum 0.9, lr 0.01 (DDNet) / "
              "0.1 (ResNet-18) ÷10 after 60% and 80% of them. The paper trains 150,000 iterations (300 epochs), "
              "÷10 after 50k and 100k. No GPU was lent to the sessions that made these runs; on their 2-core CPU "
-             + "; ".join(f"a plain {name} step took {t:.2f} s (median over runs, evaluations included), so the paper's "
-                         f"schedule would take ~{t * PAPER_ITERATIONS / 3600:.0f} h a plain {name} run"
-                         for name, t in (("DDNet", plain_step_seconds(full, "ddnet")),
-                                         ("ResNet-18", plain_step_seconds(full, "resnet18"))) if t)
+             + "; ".join(f"a plain {name} step took {t:.2f} s (median over runs, evaluations included; "
+                         f"{_threads(full, m)}), so the paper's schedule would take ~{t * PAPER_ITERATIONS / 3600:.0f} h "
+                         f"a plain {name} run"
+                         for name, m, t in (("DDNet", "ddnet", plain_step_seconds(full, "ddnet")),
+                                            ("ResNet-18", "resnet18", plain_step_seconds(full, "resnet18"))) if t)
              + ". **Our accuracies and norms are those of undertrained models and are not comparable to the "
              "paper's**; what these runs show is how the regularizers compare after the same short training "
              "(‖J‖_F, robustness), which need not be the order they reach after 150,000 iterations."

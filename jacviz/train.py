@@ -263,7 +263,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses
     meta = {"torch": str(torch.__version__), "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"), "torch_threads": torch.get_num_threads()}
     path = None
     if out_dir:
         path = checkpoints.save(out_dir / f"{key}.pt", model, config, metrics, history, meta)

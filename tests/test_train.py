@@ -22,6 +22,7 @@ def test_smoke_run_beats_90_percent(tmp_path):
     assert res.metrics["jac_fro_pixel"] == pytest.approx(res.metrics["jac_fro_normalized"] / 0.3081, rel=1e-5)
     ck = checkpoints.load(res.path)
     assert ck.config == cfg and ck.label == "JR"
+    assert ck.meta["torch_threads"] == torch.get_num_threads()  # step times are read with it
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(ck.model(x), res.model(x))
 
