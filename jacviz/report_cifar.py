@@ -267,7 +267,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
     rn = [r for r in full if r["config"]["model"] == "resnet18"]
     md += ["## ResNet-18: clean CIFAR-10 test accuracy and ‖J‖_F\n",
            "The paper prints no clean numbers for ResNet-18 (Table S3 is DDNet's; ResNet-18 appears only in the "
-           "robustness Figures S4 and S5c/f), so these are ours alone: the models whose robustness is measured below. "
+           "robustness Figures S4 and S5c/f), so these are ours alone, with nothing to set them against. "
            "Test accuracy on the 10,000 test images, ‖J‖_F w.r.t. the normalized input on the first 1,000, mean ± 95% "
            "CI over the seeds listed; lr 0.1, PyTorch's default initialization, no dropout (Appendix D).\n",
            resnet_markdown(rn), ""]
