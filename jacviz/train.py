@@ -32,8 +32,9 @@ from .config import TrainConfig
 from .jacobian import jacobian_frobenius, jacobian_penalty
 
 ProgressFn = Callable[[dict], None]
-# Also save the resume file after this much wall time since the last save: a ResNet-18 JR step takes
-# ~6 s on a 2-core CPU, so 250 iterations between saves would risk 25 minutes of work to a kill.
+# Also save the resume file after this much wall time since the last save: a ResNet-18 JR step took
+# 3.9 s on the 2-core CPU VM (6-8 s beside other work), so 250 iterations between saves risked 16-33
+# minutes of work to a kill.
 RESUME_EVERY_S = 600.0
 
 
