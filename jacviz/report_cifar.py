@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .grid import DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, TABLE1
 from .report import (_jac_trend, _md_table, agreement, agrees, claims, current_robustness, diverged_note,
-                     draw_noise_note, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci,
+                     draw_noise_note, jacobian_reduction, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
                      timing_rows, write_pngs)
 
@@ -215,8 +215,8 @@ def section(results_dir: Path, png: bool = True) -> str | None:
     div_fs = [d for d in diverged if d["config"].get("few_shot_k")]
     cells = Counter((r["label"], r["config"]["few_shot_k"]) for r in runs if r["config"].get("few_shot_k"))
     per_cell = "–".join(map(str, sorted({min(cells.values(), default=0), max(cells.values(), default=0)})))
-    none, jr = mean_ci([r["metrics"]["jac_fro_normalized"] for r in _ddnet(runs, "none")]), \
-        mean_ci([r["metrics"]["jac_fro_normalized"] for r in _ddnet(runs, "JR")])
+    red = jacobian_reduction(runs, "ddnet", "cifar10")
+    none, jr = red["none"], red["jr"]
     md = ["# CIFAR-10 (Appendix E)\n",
           "From `reproduction/cifar10_runs.json` and `reproduction/cifar10_robustness.json` "
           "(`python -m jacviz grid --dataset cifar10`).\n",
@@ -271,12 +271,10 @@ def section(results_dir: Path, png: bool = True) -> str | None:
            "Test accuracy on the 10,000 test images, ‖J‖_F w.r.t. the normalized input on the first 1,000, mean ± 95% "
            "CI over the seeds listed; lr 0.1, PyTorch's default initialization, no dropout (Appendix D).\n",
            resnet_markdown(rn), ""]
-    rn_none, rn_jr = (mean_ci([r["metrics"]["jac_fro_normalized"] for r in select(rn, v, model="resnet18",
-                                                                                      dataset="cifar10")])
-                      for v in ("none", "JR"))
-    if rn_none[2] and rn_jr[2]:
-        md.append(f"On ResNet-18, JR cuts the mean test ‖J‖_F by {rn_none[0] / rn_jr[0]:.1f}× against no "
-                  f"regularization ({fmt(rn_none[0], rn_none[1], 2)} → {fmt(rn_jr[0], rn_jr[1], 2)}).\n")
+    red = jacobian_reduction(rn, "resnet18", "cifar10")
+    if red["ratio"] == red["ratio"]:  # not nan: both mixes trained
+        md.append(f"On ResNet-18, JR cuts the mean test ‖J‖_F by {red['ratio']:.1f}× against no "
+                  f"regularization ({fmt(*red['none'][:2], 2)} → {fmt(*red['jr'][:2], 2)}).\n")
     for model, name in (("ddnet", "DDNet (Figure S3, S5b/e)"), ("resnet18", "ResNet-18 (Figure S4, S5c/f)")):
         res = _model_results(rob, model)
         md.append(f"## Robustness, {name}\n")
