@@ -81,7 +81,7 @@ def curve_figure(series: Mapping[str, tuple[Sequence[float], object]], x_title: 
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, template="plotly_white",
                       legend=dict(yanchor="bottom" if legend_bottom else "top", y=0.01 if legend_bottom else 0.99,
                                   xanchor="right", x=0.99, bgcolor="rgba(255,255,255,0.8)"),
-                      hovermode="x unified")
+                      hovermode="x unified", showlegend=True)  # plotly hides a one-curve legend: name it anyway
     if percent:
         fig.update_yaxes(range=[0, 100.5])
     return fig

@@ -91,6 +91,19 @@ def draw_noise_note(ours: tuple[float, float, int], paper: tuple[float, float], 
             f"{abs(z):.1f} standard errors {'below' if z < 0 else 'above'} its mean, {verdict}")
 
 
+def percent_text(fraction: float) -> str:
+    """A fraction in [0, 1] as a whole percentage, or with one decimal below 1% so that a nonzero
+    fraction never reads "0%" (1 image of 200 is "0.5%")."""
+    p = 100 * fraction
+    return f"{p:.1f}%" if 0 < p < 1 else f"{p:.0f}%"
+
+
+def and_join(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = list(items)
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
 def fmt(m: float, h: float, digits: int = 1) -> str:
     if not math.isfinite(m):
         return "—"
@@ -346,7 +359,8 @@ def claims(rob_rows: list[dict], base: str = "L2+dropout", noise_mixes: Sequence
         holds = best == "JR" or best.endswith("+JR")
         out.append((f"Fig. {fig}a: JR is the most effective regularizer against white noise",
                     f"{'holds' if holds else 'does not hold'}: largest median noise fooling distance is {best} "
-                    "(" + ", ".join(f"{v} {d:.2f}" for v, d in t1.items()) + ")"))
+                    "(" + ", ".join(f"{v} {d:.2f}" for v, d in t1.items()) + ")"
+                    + "".join(f"; {v} not evaluated yet" for v in noise_mixes if v not in med)))
     jr_l, at_l, both_l = f"{base}+JR", f"{base}+AT", f"{base}+JR+AT"
     for attack in ("pgd", "cw"):
         jr, at = m(jr_l, attack), m(at_l, attack)
@@ -533,7 +547,7 @@ def robustness_markdown(rows: list[dict]) -> str:
         m, s = r["median"][a]
         never = r["never"].get(a, 0.0)
         txt = ("∞" if not math.isfinite(m) else f"{m:.3f}") + (f" ± {s:.3f}" if math.isfinite(s) and r["n_seeds"] > 1 else "")
-        return txt + (f" ({100 * never:.0f}% never)" if never > 0 else "")
+        return txt + (f" ({percent_text(never)} never)" if never > 0 else "")
 
     return _md_table(["Model", "seeds", "clean acc. (%)", *(f"median {a.upper() if a != 'noise' else 'noise'} L2" for a in attacks), "masking flags"],
                      [[r["label"], r["n_seeds"], fmt(r["clean"][0], r["clean"][1], 2)] + [cell(r, a) for a in attacks]
@@ -612,7 +626,7 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           "images, with respect to the normalized input (x − 0.1307)/0.3081 (divide by 0.3081 for [0,1] pixel units).",
           "- **Robustness**: " + (f"first {', '.join(map(str, rob['meta'].get('n', [])))} test images, L2 distances in [0,1] "
                                   f"pixel space, CW preset {', '.join(rob['meta'].get('cw_presets', []))} "
-                                  f"({json.dumps(rob['meta'].get('cw', {}))}), on {', '.join(rob['meta'].get('devices', []))}; "
+                                  f"({json.dumps(rob['meta'].get('cw', {}))}), on {and_join(rob['meta'].get('devices', []))}; "
                                   f"{rob['meta'].get('wall_s_total', 0) / 3600:.1f} h in all."
                                   if rob["models"] else "not run yet."),
           f"- **Checkpoints**: {kept} of the {len(runs)} runs have their checkpoint in git (`checkpoints/`: seed 0 "

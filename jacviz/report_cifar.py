@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from .grid import DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, TABLE1
-from .report import (_jac_trend, _md_table, agreement, agrees, claims, current_robustness, diverged_note,
+from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims, current_robustness, diverged_note,
                      draw_noise_note, jacobian_reduction, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
                      timing_rows, write_pngs)
@@ -250,7 +250,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
                                   f"in [0,1] pixel space, PGD within L∞ 16/255, CW preset "
                                   f"{', '.join(rob['meta'].get('cw_presets', []))} "
                                   f"({json.dumps(rob['meta'].get('cw', {}))}), on "
-                                  f"{', '.join(rob['meta'].get('devices', []))}; "
+                                  f"{and_join(rob['meta'].get('devices', []))}; "
                                   f"{rob['meta'].get('wall_s_total', 0) / 60:.0f} min in all."
                                   if rob["models"] else "not run yet."),
           "",

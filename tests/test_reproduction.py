@@ -46,6 +46,17 @@ def test_mean_ci_is_students_t():
     assert report.agrees((99.0, 0.1, 5), (98.9, 0.1)) and not report.agrees((98.0, 0.1, 5), (98.9, 0.1))
 
 
+def test_a_robustness_cell_never_rounds_one_unfooled_image_to_zero_percent():
+    # 1 image of 200 never fooled by FGSM (ResNet-18 JR, 2026-12-02) printed as "(0% never)" before
+    row = {"label": "JR", "n_seeds": 1, "clean": (72.0, float("nan"), 1), "flags": [],
+           "median": {"noise": (6.5, float("nan")), "fgsm": (0.353, float("nan"))},
+           "never": {"noise": 0.09, "fgsm": 1 / 200}}
+    md = report.robustness_markdown([row])
+    assert "0.353 (0.5% never)" in md and "6.500 (9% never)" in md and "(0% never)" not in md
+    assert report.percent_text(0.25) == "25%" and report.percent_text(0.0) == "0%"
+    assert report.and_join(["a"]) == "a" and report.and_join(["a", "b", "c"]) == "a, b and c"
+
+
 def test_draw_noise_inverts_the_papers_interval():
     """The per-run std read back from a 15-run 95% CI is the sample std behind it; a single run two
     standard errors above the mean scores z = 2 (the std of a difference of one run and a 15-run mean)."""
