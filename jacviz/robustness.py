@@ -471,6 +471,9 @@ def distance_grid(distance_lists: Iterable, n_points: int = 201) -> np.ndarray:
     return np.linspace(0.0, 1.05 * top if top > 0 else 1.0, n_points)
 
 
+DATASET_TITLES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "usps": "USPS"}  # figure titles
+
+
 def aggregate_seeds(records: Sequence[dict], n_points: int = 201) -> list[dict]:
     """Group per-model records by ``group_key`` (same config but seed) into mean ± std.
 
@@ -490,10 +493,17 @@ def aggregate_seeds(records: Sequence[dict], n_points: int = 201) -> list[dict]:
         grids[(ds, meth)] = distance_grid([r["distances"][meth] for r in records
                                            if r["dataset"] == ds and meth in r["distances"]], n_points)
     out = []
-    labels = [rs[0]["label"] for rs in groups.values()]
+    def name(rs: list[dict]) -> str:
+        # records of several architectures (CIFAR-10: DDNet and ResNet-18) are named by it, as in the app's
+        # model lists: "ddnet none", "resnet18 none"
+        arch = rs[0].get("config", {}).get("model")
+        return f"{arch} {rs[0]['label']}" if multi_arch and arch else rs[0]["label"]
+
+    multi_arch = len({rs[0].get("config", {}).get("model") for rs in groups.values()} - {None}) > 1
+    labels = [name(rs) for rs in groups.values()]
     for gk, rs in groups.items():
-        label = rs[0]["label"]
-        if labels.count(label) > 1:
+        label = name(rs)
+        if labels.count(label) > 1:  # the same mix twice (e.g. two schedules): told apart by its key
             label = f"{label} [{gk[:6]}]"
         g = {"group_key": gk, "label": label, "dataset": rs[0]["dataset"], "seeds": [r.get("seed") for r in rs],
              "n_seeds": len(rs), "curves": {}, "fooling": {}}
@@ -539,6 +549,7 @@ def figures_from_results(results: dict) -> dict:
     groups = results.get("groups", [])
     for ds in sorted({g["dataset"] for g in groups}):
         gs = [g for g in groups if g["dataset"] == ds]
+        ds_name = DATASET_TITLES.get(ds, ds.upper())
         flags = {g["label"]: g.get("masking_flags", []) for g in gs if g.get("masking_flags")}
         for attack in ("noise", "fgsm", "pgd"):
             curves = {g["label"]: (g["curves"][attack]["strengths"], g["curves"][attack]["accuracies"])
@@ -546,20 +557,20 @@ def figures_from_results(results: dict) -> dict:
             if curves:
                 eps = next(g["curves"][attack]["settings"].get("eps") for g in gs if attack in g["curves"])
                 fig = P.accuracy_figure(curves, attack, pgd_eps=eps if attack == "pgd" else None,
-                                        title=f"{ds.upper()}: accuracy under {attack.upper() if attack != 'noise' else 'white noise'}")
+                                        title=f"{ds_name}: accuracy under {attack.upper() if attack != 'noise' else 'white noise'}")
                 figs[f"accuracy_{attack}_{ds}"] = P.add_flag_annotations(fig, flags)
         for meth in ("noise", "fgsm", "pgd", "cw", "worst"):
             cdfs = {g["label"]: (g["fooling"][meth]["grid"], g["fooling"][meth]["errors"])
                     for g in gs if meth in g["fooling"]}
             if cdfs:
                 name = "worst case over attacks" if meth == "worst" else meth.upper() if meth != "noise" else "white noise"
-                fig = P.fooling_cdf_figure(cdfs, title=f"{ds.upper()}: test error vs {name} fooling distance")
+                fig = P.fooling_cdf_figure(cdfs, title=f"{ds_name}: test error vs {name} fooling distance")
                 figs[f"fooling_{meth}_{ds}"] = P.add_flag_annotations(fig, flags)
         for g in gs:
             cdfs = {("white noise" if m == "noise" else m.upper()): (f["grid"], f["errors"])
                     for m, f in g["fooling"].items() if m != "worst"}
             if cdfs:
-                fig = P.fooling_cdf_figure(cdfs, title=f"{g['label']} ({ds.upper()}): attacks compared (Figure S5)")
+                fig = P.fooling_cdf_figure(cdfs, title=f"{g['label']} ({ds_name}): attacks compared (Figure S5)")
                 figs[f"attacks_{g['group_key']}"] = P.add_flag_annotations(fig, {g["label"]: g.get("masking_flags", [])})
     return figs
 

@@ -299,6 +299,12 @@ def test_robustness_and_about_show_the_cifar10_reproduction(app):
     cifar_table = app.dataframe[1].value  # after the MNIST one
     assert set(cifar_table["n"]) == {m["n"] for m in rob["models"]}
     assert cifar_table["clean accuracy"].between(0.1, 1.0).all()
+    resnet = [g["label"] for g in rob["groups"] if g["label"].startswith("resnet18 ")]
+    if resnet:  # DDNet and ResNet-18 runs of one mix are told apart by architecture, and each can be shown
+        assert any(g["label"].startswith("ddnet ") for g in rob["groups"])
+        show.set_value(resnet).run()
+        assert not app.exception, _errors(app)
+        assert set(app.dataframe[1].value["model"]) == set(resnet)
     app.switch_page("jacviz/ui/about.py").run()
     assert not app.exception, _errors(app)
     R = json.loads(runs_file.read_text())

@@ -266,3 +266,18 @@ def test_aggregate_seeds_mean_std():
     f = g["fooling"]["cw"]
     assert f["grid"][-1] == pytest.approx(2.1) and f["never_fooled_mean"] == pytest.approx(1 / 6)
     assert f["error_mean"][-1] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_one_mix_on_two_architectures_is_named_by_architecture():
+    # cifar10_robustness.json holds DDNet and ResNet-18 models of the same mixes ("none", "L2", "JR")
+    def rec(key, model, label="none"):
+        return {"group_key": key, "label": label, "dataset": "cifar10", "seed": 0, "config": {"model": model},
+                "curves": {}, "distances": {"cw": torch.tensor([0.1, 0.2])}}
+    groups = R.aggregate_seeds([rec("a1", "ddnet"), rec("b2", "resnet18"), rec("c3", "ddnet", "JR"),
+                                rec("d4", "resnet18", "L2"), rec("e5", "resnet18", "L2")])
+    assert [g["label"] for g in groups] == ["ddnet none", "resnet18 none", "ddnet JR", "resnet18 L2 [d4]",
+                                            "resnet18 L2 [e5]"]
+    figs = R.figures_from_results({"groups": groups})
+    assert figs["fooling_cw_cifar10"].layout.title.text == "CIFAR-10: test error vs CW fooling distance"
+    (one,) = R.aggregate_seeds([rec("a1", "ddnet")])
+    assert one["label"] == "none"  # one architecture: the mix's own name
