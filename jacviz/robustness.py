@@ -492,7 +492,6 @@ def aggregate_seeds(records: Sequence[dict], n_points: int = 201) -> list[dict]:
     for (ds, meth) in list(grids):
         grids[(ds, meth)] = distance_grid([r["distances"][meth] for r in records
                                            if r["dataset"] == ds and meth in r["distances"]], n_points)
-    out = []
     def name(rs: list[dict]) -> str:
         # records of several architectures (CIFAR-10: DDNet and ResNet-18) are named by it, as in the app's
         # model lists: "ddnet none", "resnet18 none"
@@ -501,6 +500,7 @@ def aggregate_seeds(records: Sequence[dict], n_points: int = 201) -> list[dict]:
 
     multi_arch = len({rs[0].get("config", {}).get("model") for rs in groups.values()} - {None}) > 1
     labels = [name(rs) for rs in groups.values()]
+    out = []
     for gk, rs in groups.items():
         label = name(rs)
         if labels.count(label) > 1:  # the same mix twice (e.g. two schedules): told apart by its key

@@ -248,7 +248,7 @@ def test_seed_bands_and_axis_titles():
     assert "pixel space" in fig.layout.xaxis.title.text and "%" in fig.layout.yaxis.title.text
     cdf = P.fooling_cdf_figure({"CW": ([0, 1, 2], [0.1, 0.5, 0.9])})
     assert cdf.layout.xaxis.title.text == "L2 distance in [0,1] pixel space"
-    assert cdf.layout.showlegend and cdf.data[0].name == "CW"  # a lone curve still says which model it is
+    assert cdf.layout.showlegend and cdf.data[0].name == "CW"  # a lone curve still says what it is
     P.add_flag_annotations(cdf, {"JR": ["gradient is exactly zero"]})
     assert "gradient is exactly zero" in cdf.layout.annotations[0].text
 
