@@ -272,7 +272,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
            "CI over the seeds listed; lr 0.1, PyTorch's default initialization, no dropout (Appendix D).\n",
            resnet_markdown(rn), ""]
     red = jacobian_reduction(rn, "resnet18", "cifar10")
-    if red["ratio"] == red["ratio"]:  # not nan: both mixes trained
+    if math.isfinite(red["ratio"]):  # both mixes trained
         md.append(f"On ResNet-18, JR cuts the mean test ‖J‖_F by {red['ratio']:.1f}× against no "
                   f"regularization ({fmt(*red['none'][:2], 2)} → {fmt(*red['jr'][:2], 2)}).\n")
     for model, name in (("ddnet", "DDNet (Figure S3, S5b/e)"), ("resnet18", "ResNet-18 (Figure S4, S5c/f)")):

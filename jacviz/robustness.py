@@ -492,17 +492,16 @@ def aggregate_seeds(records: Sequence[dict], n_points: int = 201) -> list[dict]:
     for (ds, meth) in list(grids):
         grids[(ds, meth)] = distance_grid([r["distances"][meth] for r in records
                                            if r["dataset"] == ds and meth in r["distances"]], n_points)
-    def name(rs: list[dict]) -> str:
-        # records of several architectures (CIFAR-10: DDNet and ResNet-18) are named by it, as in the app's
-        # model lists: "ddnet none", "resnet18 none"
-        arch = rs[0].get("config", {}).get("model")
-        return f"{arch} {rs[0]['label']}" if multi_arch and arch else rs[0]["label"]
-
-    multi_arch = len({rs[0].get("config", {}).get("model") for rs in groups.values()} - {None}) > 1
-    labels = [name(rs) for rs in groups.values()]
+    # records of several architectures (CIFAR-10: DDNet and ResNet-18) are named by it, as in the app's
+    # model lists: "ddnet none", "resnet18 none"
+    arch = {gk: rs[0].get("config", {}).get("model") for gk, rs in groups.items()}
+    multi_arch = len(set(arch.values()) - {None}) > 1
+    names = {gk: f"{arch[gk]} {rs[0]['label']}" if multi_arch and arch[gk] else rs[0]["label"]
+             for gk, rs in groups.items()}
+    labels = list(names.values())
     out = []
     for gk, rs in groups.items():
-        label = name(rs)
+        label = names[gk]
         if labels.count(label) > 1:  # the same mix twice (e.g. two schedules): told apart by its key
             label = f"{label} [{gk[:6]}]"
         g = {"group_key": gk, "label": label, "dataset": rs[0]["dataset"], "seeds": [r.get("seed") for r in rs],

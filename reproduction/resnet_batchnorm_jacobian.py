@@ -25,6 +25,7 @@ from jacviz import data
 from jacviz.checkpoints import load
 from jacviz.jacobian import jacobian_penalty
 from jacviz.train import batch_stats_frozen
+from models import input_std
 
 
 def rms_jacobian(model: torch.nn.Module, x: torch.Tensor, train_mode: bool, batch: int = 100,
@@ -41,7 +42,7 @@ def rms_jacobian(model: torch.nn.Module, x: torch.Tensor, train_mode: bool, batc
                 total += est.sum().item()
     finally:
         model.eval()
-    return (total / len(x)) ** 0.5 * float(model.normalize.std)
+    return (total / len(x)) ** 0.5 * input_std(model)
 
 
 def main() -> None:
