@@ -179,6 +179,17 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _eval_logger(cfg: TrainConfig):
+    """fit's progress callback for grid workers: one stderr line per evaluation (hours-long CPU runs
+    otherwise print nothing until they end)."""
+    def on_progress(ev: dict) -> None:
+        if ev["kind"] == "eval":
+            print(f"{time.strftime('%H:%M:%S')}   {cfg.label()} ({cfg.key()}) iteration {ev['iteration']}/"
+                  f"{cfg.iterations}: test acc {ev['test_acc']:.4f}, ||J||_F {ev['jac_fro_normalized']:.2f} "
+                  f"({ev['n_jac']} images), {ev['wall_time_s']:.0f} s of training", file=sys.stderr, flush=True)
+    return on_progress
+
+
 def _train_one(args) -> dict:
     config_dict, out_dir, device = args
     from .robustness import environment
@@ -186,7 +197,7 @@ def _train_one(args) -> dict:
     cfg = dataclasses.replace(TrainConfig.from_dict(config_dict), device=device)
     t0 = time.perf_counter()
     try:
-        res = fit(cfg, out_dir=out_dir, resume=True, show_progress=False)
+        res = fit(cfg, out_dir=out_dir, resume=True, show_progress=False, progress=_eval_logger(cfg))
     except TrainingDiverged as exc:  # recorded, so the report shows it and the grid does not retry it
         rec = {"key": cfg.key(), "label": cfg.label(), "seed": cfg.seed, "config": cfg.to_dict(),
                "iteration": exc.iteration, "loss": str(exc.loss), "lr": exc.lr, "error": str(exc),

@@ -186,7 +186,7 @@ def test_jacobian_norm_notes_blame_the_schedule_only_where_the_norm_still_moves(
     assert "cause not established" in falling["none"]["note"]
 
 
-def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
+def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch, capsys):
     """A run whose loss becomes NaN (as DDNet + dropout on 1 CIFAR image per class did at the paper's
     lr, at iteration 5,167) is written down as diverged, collected as such, not retried, and does not
     stop the grid. The NaN is injected at the 4th step of the first run: a real divergence takes hours."""
@@ -207,6 +207,9 @@ def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     out = grid._pool_map(grid._train_one, [(c.to_dict(), str(tmp_path), "cpu") for c in (bad, good)],
                          workers=1, threads=1, log=logged.append)
     assert "failed" in out[0] and "path" in out[1] and "FAILED" in logged[0]
+    # each evaluation of the good run is logged while it trains (hours-long runs are otherwise silent)
+    err = capsys.readouterr().err
+    assert f"L2 (1/class) ({good.key()}) iteration 5/5: test acc" in err
     rec = json.loads((tmp_path / f"{bad.key()}{grid.DIVERGED}").read_text())
     assert rec["key"] == bad.key() and rec["iteration"] == 3 and rec["loss"] == "nan" and rec["config"]["lr"] == 0.01
     runs = grid.collect_runs([tmp_path], [bad, good])
