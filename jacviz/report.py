@@ -177,6 +177,22 @@ def diverged_note(div: list[dict], n_finished: int) -> str:
             f"{'is' if len(div) == 1 else 'are'} not in the mean")
 
 
+COLLAPSED_JAC = 1e-3  # mean test ||J||_F below this: the logits no longer depend on the input
+
+
+def collapsed_note(rs: list[dict]) -> str:
+    """'seed 4 collapsed to a constant output (…)' for a cell with finished runs whose network ends
+    predicting the same logits for every input (mean test ||J||_F < 1e-3, test accuracy at chance,
+    as dead ReLUs leave it), else ''. Such runs finished, so they stay in the mean."""
+    dead = [r for r in rs if (r["metrics"].get("jac_fro_normalized") or 0.0) < COLLAPSED_JAC]
+    if not dead:
+        return ""
+    what = "; ".join(f"seed {r['config']['seed']}: {100 * r['metrics']['test_acc']:.1f}% test accuracy, final "
+                     f"training loss {r['metrics'].get('final_train_loss', math.nan):.2f}" for r in dead)
+    return (f"{len(dead)} of {len(rs)} finished runs collapsed to a constant output, ‖J‖_F ≈ 0 ({what}), "
+            f"and {'is' if len(dead) == 1 else 'are'} in the mean")
+
+
 def table1_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
     """One row per (regularizer, column) of Table 1: paper, ours, difference, agreement, note.
 
@@ -196,7 +212,8 @@ def table1_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
             row = {"regularizer": v, "column": col, "paper": paper, "ours": ours, "pixel": pixel,
                    "diff": ours[0] - paper[0] if ours[2] else math.nan,
                    "agrees": agrees(ours, paper) if ours[2] else None}
-            notes = (diverged_note(div, len(rs)), _note_table1(row, runs) if rs or not div else "")
+            notes = (diverged_note(div, len(rs)), collapsed_note(rs) if col != "jac" else "",
+                     _note_table1(row, runs) if rs or not div else "")
             row["note"] = "; ".join(n for n in notes if n)
             rows.append(row)
     return rows

@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from .grid import DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, TABLE1
-from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims, current_robustness, diverged_note,
-                     draw_noise_note, jacobian_reduction, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci,
+from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
+                     diverged_note, draw_noise_note, jacobian_reduction, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
                      timing_rows, write_pngs)
 
@@ -50,7 +50,8 @@ def table_s3_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
                 ours = mean_ci([100 * r["metrics"]["test_acc"] for r in rs])
             row = {"regularizer": v, "column": col, "paper": paper, "ours": ours,
                    "diff": ours[0] - paper[0] if ours[2] else math.nan, "agrees": agrees(ours, paper) if ours[2] else None}
-            notes = (diverged_note(div, len(rs)), _note(row, rs, runs) if rs or not div else "")
+            notes = (diverged_note(div, len(rs)), collapsed_note(rs) if col != "jac" else "",
+                     _note(row, rs, runs) if rs or not div else "")
             row["note"] = "; ".join(n for n in notes if n)
             rows.append(row)
     return rows

@@ -141,6 +141,24 @@ def test_table_s3_from_the_recorded_runs():
         assert f"- DDNet few-shot k={k}: {lo if lo == hi else f'{lo}–{hi}'} of 15 runs per regularizer" in md
 
 
+def test_a_collapsed_few_shot_run_is_named_in_its_cell_and_kept_in_the_mean():
+    """A finished run whose network ends with the same logits for every input (‖J‖_F 0, 10% test
+    accuracy: DDNet + dropout on 1 image per class at lr 0.01, seed 4) is named in its Table S3 cell's
+    note and stays in the mean; a cell of healthy runs gets no such note."""
+    if not CIFAR_RUNS.is_file():
+        pytest.skip("no reproduction/cifar10_runs.json in this checkout")
+    runs = json.loads(CIFAR_RUNS.read_text())["runs"]
+    healthy = next(r for r in runs if r["label"] == "none (1/class)" and r["metrics"]["jac_fro_normalized"] > 1.0)
+    dead = json.loads(json.dumps(healthy))
+    dead["config"]["seed"] = 99
+    dead["metrics"].update(test_acc=0.1, jac_fro_normalized=0.0, final_train_loss=2.3026)
+    cell = lambda rs: {(r["regularizer"], r["column"]): r for r in report_cifar.table_s3_rows(rs)}[("none", 1)]  # noqa: E731
+    assert "collapsed" not in cell([healthy])["note"]
+    row = cell([healthy, dead])
+    assert "1 of 2 finished runs collapsed to a constant output" in row["note"] and "seed 99: 10.0% test accuracy" in row["note"]
+    assert row["ours"][2] == 2 and abs(row["ours"][0] - (100 * healthy["metrics"]["test_acc"] + 10.0) / 2) < 1e-9
+
+
 def test_resnet_robustness_section_names_its_own_mixes(tmp_path):
     """The ResNet-18 half of the section (Figure S4, S5c/f; its defended models have an L2 base and no
     dropout) renders once robustness records exist. Not all six ResNet-18 mixes have records yet (CPU
