@@ -181,10 +181,11 @@ COLLAPSED_JAC = 1e-3  # mean test ||J||_F below this: the logits no longer depen
 
 
 def collapsed_note(rs: list[dict]) -> str:
-    """'seed 4 collapsed to a constant output (…)' for a cell with finished runs whose network ends
+    """'1 of 3 finished runs collapsed to a constant output (…)' for a cell with finished runs whose network ends
     predicting the same logits for every input (mean test ||J||_F < 1e-3, test accuracy at chance,
     as dead ReLUs leave it), else ''. Such runs finished, so they stay in the mean."""
-    dead = [r for r in rs if (r["metrics"].get("jac_fro_normalized") or 0.0) < COLLAPSED_JAC]
+    dead = [r for r in rs if (r["metrics"].get("jac_fro_normalized") is not None
+                              and r["metrics"]["jac_fro_normalized"] < COLLAPSED_JAC)]
     if not dead:
         return ""
     what = "; ".join(f"seed {r['config']['seed']}: {100 * r['metrics']['test_acc']:.1f}% test accuracy, final "
