@@ -179,14 +179,36 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _eval_logger(cfg: TrainConfig):
-    """fit's progress callback for grid workers: one stderr line per evaluation (hours-long CPU runs
-    otherwise print nothing until they end)."""
+HEARTBEAT_S = 600.0  # seconds between a training worker's progress lines between evaluations
+
+
+def _eval_logger(cfg: TrainConfig, every_s: float = HEARTBEAT_S, clock=time.monotonic):
+    """fit's progress callback for grid workers: one stderr line per evaluation, and between
+    evaluations one line at most every ``every_s`` seconds with the iteration, the training loss, the
+    seconds an iteration over that window and the time left at that pace (hours-long CPU runs
+    otherwise print nothing for an hour; a tqdm bar is off in workers, whose stderr is a log file)."""
+    window: dict = {}
+
     def on_progress(ev: dict) -> None:
+        now = clock()
         if ev["kind"] == "eval":
             print(f"{time.strftime('%H:%M:%S')}   {cfg.label()} ({cfg.key()}) iteration {ev['iteration']}/"
                   f"{cfg.iterations}: test acc {ev['test_acc']:.4f}, ||J||_F {ev['jac_fro_normalized']:.2f} "
                   f"({ev['n_jac']} images), {ev['wall_time_s']:.0f} s of training", file=sys.stderr, flush=True)
+            window.clear()  # an evaluation's time is not an iteration's
+        elif ev["kind"] == "step":
+            if not window:  # the first step after start, resume or evaluation opens the window
+                window.update(t=now, it=ev["iteration"])
+                return
+            its = ev["iteration"] - window["it"]
+            if now - window["t"] >= every_s and its > 0:
+                per_it = (now - window["t"]) / its
+                left = (ev["total"] - ev["iteration"]) * per_it / 60
+                print(f"{time.strftime('%H:%M:%S')}   {cfg.label()} ({cfg.key()}) iteration {ev['iteration']}/"
+                      f"{ev['total']}: training loss {ev['loss']:.3f}, {per_it:.2f} s an iteration over the "
+                      f"last {its}, ~{left:.0f} min to go at that pace (evaluations not counted)",
+                      file=sys.stderr, flush=True)
+                window.update(t=now, it=ev["iteration"])
     return on_progress
 
 

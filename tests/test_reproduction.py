@@ -186,6 +186,36 @@ def test_jacobian_norm_notes_blame_the_schedule_only_where_the_norm_still_moves(
     assert "cause not established" in falling["none"]["note"]
 
 
+def test_a_training_worker_reports_its_pace_between_evaluations(capsys):
+    """Between evaluations a grid worker prints a line at most every HEARTBEAT_S seconds with the
+    seconds an iteration over that window and the time left; the first step after an evaluation
+    opens a new window, so evaluation time is not counted as iteration time."""
+    cfg = grid.fewshot_config("none", 1, 0)
+    now = [0.0]
+    log = grid._eval_logger(cfg, every_s=600, clock=lambda: now[0])
+
+    def step(it, t):
+        now[0] = t
+        log({"kind": "step", "iteration": it, "total": 10000, "loss": 1.5, "ce": 1.5, "jr": 0.0, "lr": 0.01})
+
+    step(20, 0.0)
+    step(40, 300.0)  # only 300 s into the window: silent
+    assert capsys.readouterr().err == ""
+    step(620, 600.0)  # 600 iterations in 600 s
+    err = capsys.readouterr().err
+    assert "iteration 620/10000: training loss 1.500, 1.00 s an iteration over the last 600" in err
+    assert "~156 min to go" in err  # 9,380 iterations left at 1 s each
+    now[0] = 9000.0
+    log({"kind": "eval", "iteration": 2500, "test_acc": 0.2, "jac_fro_normalized": 3.0, "n_jac": 100,
+         "wall_time_s": 2500.0})
+    assert "iteration 2500/10000: test acc 0.2000" in capsys.readouterr().err
+    step(2520, 9500.0)  # opens a new window after the evaluation
+    step(2540, 9600.0)
+    assert capsys.readouterr().err == ""
+    step(3140, 10100.0)  # 620 iterations in 600 s
+    assert "0.97 s an iteration over the last 620" in capsys.readouterr().err
+
+
 def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch, capsys):
     """A run whose loss becomes NaN (as DDNet + dropout on 1 CIFAR image per class did at the paper's
     lr, at iteration 5,167) is written down as diverged, collected as such, not retried, and does not
