@@ -53,6 +53,12 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
     return float(v.mean()), float(half), n
 
 
+def _t975(n: int) -> float:
+    """Student's t_{0.975, n-1}: mean_ci's half-width in standard errors for n runs."""
+    from scipy import stats
+    return float(stats.t.ppf(0.975, n - 1))
+
+
 PRINTED_HALF_UNIT = 0.05  # the paper prints one decimal: its "± 0.0" means a half-width below 0.05
 
 
@@ -540,8 +546,11 @@ def table1_markdown(rows: list[dict], details: bool = True, caption: str = "Accu
              f"{r['diff']:+.{2 if r['column'] == 'jac' else 1}f}" if math.isfinite(r["diff"]) else "—",
              {True: "yes", False: "**no**", None: "—"}[r["agrees"]], r["note"]]
             for r in rows if r["ours"][2] or not ran_only]
+    small = sorted({r["ours"][2] for r in rows if r["ours"][2] in (2, 3, 4)})
+    few = ("" if not small else " With few runs Student's t widens our intervals: the half-width is "
+           + ", ".join(f"{_t975(n):.1f} standard errors at n={n}" for n in small) + " (1.96 for many runs).")
     wide_md = (_md_table(["Regularizer", *(_col_name(c) for c in wide_cols)], wide)
-               + f"\n\nEach cell: paper / **ours** (mean ± 95% CI; n = runs). {caption}")
+               + f"\n\nEach cell: paper / **ours** (mean ± 95% CI; n = runs).{few} {caption}")
     long_md = _md_table(["Regularizer", "Column", "Paper", "Ours", "n", "Ours − paper", "Intervals overlap", "Note"], long)
     if not details:
         return wide_md, long_md

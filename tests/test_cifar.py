@@ -133,6 +133,8 @@ def test_table_s3_from_the_recorded_runs():
                 assert r["note"].startswith("not run yet")
     wide, long = report_cifar.table_s3_markdown(list(rows.values()), details=False)
     assert "76.8 ± 0.4 / **" in wide and "115.10 ± 1.80" in wide
+    if any(r["ours"][2] == 2 for r in rows.values()):  # a two-run interval is 12.7 standard errors wide: said
+        assert "12.7 standard errors at n=2" in wide
     md = report_cifar.section(CIFAR_RUNS.parent, png=False)
     assert "## Table S3" in md and wide in md and "not yet reproduced" in md
     for k in grid.FEWSHOT_K:  # the to-do list gives the fewest and the most runs any mix has
