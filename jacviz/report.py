@@ -40,6 +40,12 @@ PAPER_NAMES = {"none": "No regularization", "L2": "L²", "dropout": "Dropout", "
 
 
 # ----------------------------------------------------------------------------- statistics
+def _t975(n: int) -> float:
+    """Student's t_{0.975, n-1}: mean_ci's half-width in standard errors for n runs."""
+    from scipy import stats
+    return float(stats.t.ppf(0.975, n - 1))
+
+
 def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
     """(mean, 95% CI half-width from Student's t, n); half-width nan for n < 2."""
     v = np.asarray([x for x in values if x is not None], dtype=float)
@@ -48,15 +54,8 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
         return math.nan, math.nan, 0
     if n == 1:
         return float(v[0]), math.nan, 1
-    from scipy import stats
-    half = stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n)
+    half = _t975(n) * v.std(ddof=1) / math.sqrt(n)
     return float(v.mean()), float(half), n
-
-
-def _t975(n: int) -> float:
-    """Student's t_{0.975, n-1}: mean_ci's half-width in standard errors for n runs."""
-    from scipy import stats
-    return float(stats.t.ppf(0.975, n - 1))
 
 
 PRINTED_HALF_UNIT = 0.05  # the paper prints one decimal: its "± 0.0" means a half-width below 0.05
