@@ -189,14 +189,17 @@ def _eval_logger(cfg: TrainConfig, every_s: float = HEARTBEAT_S, clock=time.mono
     otherwise print nothing for an hour; a tqdm bar is off in workers, whose stderr is a log file)."""
     window: dict = {}
 
+    def say(iteration: int, text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')}   {cfg.label()} ({cfg.key()}) iteration {iteration}/{cfg.iterations}: "
+              f"{text}", file=sys.stderr, flush=True)
+
     def on_progress(ev: dict) -> None:
-        now = clock()
         if ev["kind"] == "eval":
-            print(f"{time.strftime('%H:%M:%S')}   {cfg.label()} ({cfg.key()}) iteration {ev['iteration']}/"
-                  f"{cfg.iterations}: test acc {ev['test_acc']:.4f}, ||J||_F {ev['jac_fro_normalized']:.2f} "
-                  f"({ev['n_jac']} images), {ev['wall_time_s']:.0f} s of training", file=sys.stderr, flush=True)
+            say(ev["iteration"], f"test acc {ev['test_acc']:.4f}, ||J||_F {ev['jac_fro_normalized']:.2f} "
+                                 f"({ev['n_jac']} images), {ev['wall_time_s']:.0f} s of training")
             window.clear()  # an evaluation's time is not an iteration's
         elif ev["kind"] == "step":
+            now = clock()
             if not window:  # the first step after start, resume or evaluation opens the window
                 window.update(t=now, it=ev["iteration"])
                 return
@@ -204,10 +207,8 @@ def _eval_logger(cfg: TrainConfig, every_s: float = HEARTBEAT_S, clock=time.mono
             if now - window["t"] >= every_s and its > 0:
                 per_it = (now - window["t"]) / its
                 left = (ev["total"] - ev["iteration"]) * per_it / 60
-                print(f"{time.strftime('%H:%M:%S')}   {cfg.label()} ({cfg.key()}) iteration {ev['iteration']}/"
-                      f"{ev['total']}: training loss {ev['loss']:.3f}, {per_it:.2f} s an iteration over the "
-                      f"last {its}, ~{left:.0f} min to go at that pace (evaluations not counted)",
-                      file=sys.stderr, flush=True)
+                say(ev["iteration"], f"training loss {ev['loss']:.3f}, {per_it:.2f} s an iteration over the last "
+                                     f"{its}, ~{left:.0f} min to go at that pace (evaluations not counted)")
                 window.update(t=now, it=ev["iteration"])
     return on_progress
 
