@@ -25,6 +25,8 @@ With --dataset cifar10 (Appendix E; lr 0.01 DDNet, 0.1 ResNet-18):
   defended  DDNet, L2+dropout base with +AT, +JR, +JR+AT (Figure S3b/c, S5e)
   fewshot   DDNet, the Table-S3 mixes on k = 1, 3, 10, 30 samples per class
   resnet    ResNet-18 (L2, no dropout): none, L2, JR, L2+JR, L2+AT, L2+JR+AT (Figure S4, S5c/f)
+  schedule  DDNet without regularization on the 'medium' schedule (the short one stretched 5x), to
+            measure how far test accuracy and ||J||_F move with training length (not in the paper)
 
 Schedules: 'paper' is 150k iterations, lr /10 at 50k and 100k; 'short' is, for LeNet' on MNIST,
 10 epochs (6000 iterations), lr /10 at 1800 and 3600, which reaches the paper's full-data
@@ -56,7 +58,8 @@ FEWSHOT_K = (1, 3, 10, 30)
 NPROJ = (3, None)
 LAMBDAS = (0.001, 0.003, 0.03, 0.1)
 EXPERIMENTS = ("table1", "defended", "fewshot", "nproj", "lambda")
-CIFAR_EXPERIMENTS = ("table1", "defended", "fewshot", "resnet")
+CIFAR_EXPERIMENTS = ("table1", "defended", "fewshot", "resnet", "schedule")
+SCHEDULE_STUDY = ("none",)  # DDNet mixes of the 'schedule' experiment (plain: the cheapest on a CPU)
 RESNET = ("none", "L2", "JR", "L2+JR", "L2+AT", "L2+JR+AT")  # Figure S4: L2, never dropout
 DATASETS = ("mnist", "cifar10")
 PAPER_ITERATIONS = 150000  # Appendices B and E: every full-data run, lr /10 after 50k and 100k
@@ -70,12 +73,24 @@ CIFAR_SCHEDULES = {
               "jac_samples": 1000},
     "paper": {"iterations": PAPER_ITERATIONS, "milestones": (50000, 100000), "eval_every": 5000,
               "checkpoint_every": 5000, "jac_samples": 1000},
+    # 'short' stretched 5x (15 epochs, lr /10 at the same 60% and 80% of the run), for the 'schedule'
+    # experiment only: evaluated every 750 iterations, as 'short', so the two curves share points.
+    "medium": {"iterations": 7500, "milestones": (4500, 6000), "eval_every": 750, "checkpoint_every": 250,
+               "jac_samples": 1000},
 }
 CIFAR_LR = {"ddnet": 0.01, "resnet18": 0.1}
 # Few-shot protocol of Table 1 (paper, Section 3.1): full batch, constant lr 0.01, 10k iterations.
 FEWSHOT = {"lr": 0.01, "iterations": 10000, "milestones": (), "eval_every": 2500, "checkpoint_every": 2500}
 # Robustness defaults (Appendix F: 1000 test samples); CW preset by device (see robustness --help).
 ROBUST_ATTACKS = ("noise", "fgsm", "pgd", "cw")
+
+
+def is_schedule_study(config: dict) -> bool:
+    """Whether a run's config (a dict, as the results files hold it) is one of the 'schedule' experiment's:
+    its full-data runs stand beside the tables' runs and never supersede or join them."""
+    m = CIFAR_SCHEDULES["medium"]
+    return (config.get("dataset") == "cifar10" and not config.get("few_shot_k")
+            and config.get("iterations") == m["iterations"] and tuple(config.get("milestones", ())) == m["milestones"])
 
 
 def resolve_schedule(name: str) -> str:
@@ -129,6 +144,8 @@ def experiment_configs(name: str, seeds: Sequence[int], schedule: str = "short",
         return [variant_config("JR", s, schedule, n_proj=n) for s in seeds for n in NPROJ]
     if name == "lambda":
         return [variant_config("L2+dropout+JR", s, schedule, jr=lam) for s in seeds for lam in LAMBDAS]
+    if name == "schedule":  # always 'medium', whatever the grid's schedule: a side study, not a table's runs
+        return [variant_config(v, s, "medium", dataset) for s in seeds for v in SCHEDULE_STUDY]
     return [variant_config(v, s, schedule, dataset, "resnet18") for s in seeds for v in RESNET]  # resnet
 
 

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .grid import FEWSHOT_K, LAMBDAS, PAPER_ITERATIONS, RESULTS_DIR, REPO_ROOT, TABLE1, DEFENDED
+from .grid import FEWSHOT_K, LAMBDAS, PAPER_ITERATIONS, RESULTS_DIR, REPO_ROOT, TABLE1, DEFENDED, is_schedule_study
 
 # Table 1 (test accuracy %, 95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
 PAPER_TABLE1 = {
@@ -130,7 +130,10 @@ def longest_schedule(records: list[dict]) -> list[dict]:
     """``records`` (runs, diverged runs or robustness records, each with a 'config') without the full-data ones
     superseded by a longer schedule of the same architecture and dataset: once the paper's 150k-iteration
     runs exist, the short CPU ones stay in the results files, but no table or figure averages the two
-    schedules together. Few-shot runs (one protocol) are all kept."""
+    schedules together. Few-shot runs (one protocol) are all kept. The CIFAR-10 'schedule' experiment's runs
+    (``grid.is_schedule_study``) are left out: they are a side study with a table of their own, and neither
+    supersede nor join the tables' runs."""
+    records = [r for r in records if not is_schedule_study(r.get("config", {}))]
     longest: dict = {}
     for r in records:
         c = r.get("config", {})

@@ -11,7 +11,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from .grid import DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, TABLE1
+from .grid import CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1, is_schedule_study
 from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
                      diverged_note, draw_noise_note, jacobian_reduction, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
@@ -88,6 +88,67 @@ def _note(row: dict, rs: list[dict], runs: list[dict]) -> str:
     else:
         notes.append("outside the paper's interval")
     return "; ".join(n for n in notes if n)
+
+
+def schedule_study(all_runs: list[dict]) -> list[dict]:
+    """The 'schedule' experiment's DDNet runs (grid.SCHEDULE_STUDY mixes on the 'medium' schedule, 5x the
+    tables' 'short' one), each paired with the tables' short run of the same mix and seed:
+    [{'variant', 'seed', 'long': run, 'short': run or None}], mixes in SCHEDULE_STUDY order, then by seed."""
+    short = CIFAR_SCHEDULES["short"]
+    out = []
+    for v in SCHEDULE_STUDY:
+        for r in sorted(select([r for r in all_runs if is_schedule_study(r["config"])], v, model="ddnet",
+                               dataset="cifar10"), key=lambda r: r["config"]["seed"]):
+            twin = [s for s in select(all_runs, v, model="ddnet", dataset="cifar10", seed=r["config"]["seed"],
+                                      iterations=short["iterations"])
+                    if tuple(s["config"]["milestones"]) == short["milestones"]]
+            out.append({"variant": v, "seed": r["config"]["seed"], "long": r, "short": twin[0] if twin else None})
+    return out
+
+
+def schedule_study_markdown(study: list[dict]) -> str:
+    """Per pair of :func:`schedule_study`: test accuracy and ||J||_F at every evaluation of both runs
+    (iterations of 100 images; 500 make an epoch), then what the longer training changed, next to the paper."""
+    md = []
+    for p in study:
+        lo, sh = p["long"], p["short"]
+        n_lo, n_sh = lo["config"]["iterations"], sh["config"]["iterations"] if sh else None
+        by_it = {h["iteration"]: h for h in (sh or {}).get("history") or []}
+        rows = []
+        for h in lo.get("history") or []:
+            s = by_it.get(h["iteration"])
+            rows.append([f"{h['iteration']:,}", f"{h['iteration'] / 500:g}", f"{h['lr']:g}",
+                         f"{100 * s['test_acc']:.1f}" if s else "", f"{s['jac_fro_normalized']:.2f}" if s else "",
+                         f"{100 * h['test_acc']:.1f}", f"{h['jac_fro_normalized']:.2f}"])
+        head = ["iteration", "epoch", f"lr ({n_lo:,}-iteration run)",
+                f"test acc. % ({n_sh:,} it.)" if sh else "test acc. % (short run: not trained)",
+                f"‖J‖_F ({n_sh:,} it.)" if sh else "‖J‖_F (short run)", f"test acc. % ({n_lo:,} it.)",
+                f"‖J‖_F ({n_lo:,} it.)"]
+        paper = PAPER_TABLE_S3[p["variant"]]
+        m_lo = lo["metrics"]
+        md += [f"**DDNet {p['variant']}, seed {p['seed']}**: {lo['config']['iterations']:,} iterations "
+               f"({n_lo / 500:g} epochs), lr {lo['config']['lr']:g} ÷10 at "
+               f"{' and '.join(f'{m:,}' for m in lo['config']['milestones'])}; trained in "
+               f"{m_lo.get('train_time_s', 0) / 60:.0f} min on {_machine(lo['meta'])}.\n", _md_table(head, rows), ""]
+        if sh:
+            m_sh = sh["metrics"]
+            hl = lo.get("history") or []
+            rise = (f" Over its last {hl[-1]['iteration'] - hl[-2]['iteration']:,} iterations test accuracy moved "
+                    f"{100 * (hl[-1]['test_acc'] - hl[-2]['test_acc']):+.1f} points and ‖J‖_F "
+                    f"{hl[-1]['jac_fro_normalized'] - hl[-2]['jac_fro_normalized']:+.2f}." if len(hl) >= 2 else "")
+            md.append(f"Training {n_lo / n_sh:g}× longer moved test accuracy from {100 * m_sh['test_acc']:.1f}% to "
+                      f"{100 * m_lo['test_acc']:.1f}% (paper, {PAPER_ITERATIONS:,} iterations: {paper['all'][0]}% over "
+                      f"5 seeds) and the mean test ‖J‖_F from {m_sh['jac_fro_normalized']:.2f} to "
+                      f"{m_lo['jac_fro_normalized']:.2f} (paper: {paper['jac'][0]}); final training-batch "
+                      f"cross-entropy {final_ce([sh]):.2f} → {final_ce([lo]):.2f}.{rise}\n")
+    return "\n".join(md)
+
+
+def _machine(meta: dict) -> str:
+    """'cpu (x86_64, 1 torch thread, 2026-12-03)' from a run's checkpoint meta (parts it lacks left out)."""
+    th = meta.get("torch_threads")
+    parts = [meta.get("device_name"), f"{th} torch thread{'' if th == 1 else 's'}" if th else None, meta.get("date")]
+    return f"{meta.get('device', 'an unrecorded device')} ({', '.join(p for p in parts if p)})"
 
 
 def resnet_rows(runs: list[dict]) -> list[list[str]]:
@@ -199,6 +260,8 @@ def section(results_dir: Path, png: bool = True) -> str | None:
     R = json.loads(runs_file.read_text())
     all_runs = R["runs"]
     runs, diverged = longest_schedule(all_runs), longest_schedule(R.get("diverged", []))
+    study = schedule_study(all_runs)
+    table_runs = [r for r in all_runs if not is_schedule_study(r["config"])]
     rob_file = Path(results_dir) / "cifar10_robustness.json"
     rob_all = {"models": [], "groups": [], "meta": {}}
     if rob_file.exists():
@@ -223,7 +286,8 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           "(`python -m jacviz grid --dataset cifar10`).\n",
           "## How these numbers were made\n",
           f"- **Runs**: {len(runs)} finished runs ({sum(r['config']['model'] == 'ddnet' for r in runs)} DDNet, "
-          f"{sum(r['config']['model'] == 'resnet18' for r in runs)} ResNet-18){superseded_note(all_runs, runs)}, "
+          f"{sum(r['config']['model'] == 'resnet18' for r in runs)} ResNet-18){superseded_note(table_runs, runs)}"
+          + (f" and {len(study)} of the schedule study (*Training length* below)" if study else "") + ", "
           f"{hours:.1f} h of training wall time on {', '.join(devices) or '—'}.",
           f"- **Schedule**: {schedule_name(runs)} — "
           + (f"{'/'.join(f'{i:,}' for i in its)} SGD iterations ({'/'.join(f'{i / 500:g}' for i in its)} epochs), batch 100, momentum 0.9, lr 0.01 (DDNet) / "
@@ -237,6 +301,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
              + ". **Our accuracies and norms are those of undertrained models and are not comparable to the "
              "paper's**; what these runs show is how the regularizers compare after the same short training "
              "(‖J‖_F, robustness), which need not be the order they reach after 150,000 iterations."
+             + (" *Training length* below measures what 5× more iterations change." if study else "")
              if its and max(its) < PAPER_ITERATIONS else "the paper's 150k iterations, ÷10 after 50k and 100k."),
           "- **Few-shot** (Table S3, columns 1–30): k training images per class drawn with the run's seed, "
           "full-batch SGD (momentum 0.9) at constant lr 0.01 for 10,000 iterations, as the paper; "
@@ -265,6 +330,15 @@ def section(results_dir: Path, png: bool = True) -> str | None:
                    "with training, which these runs cannot show." if len(hist) >= 2 and hist[-1][1] > hist[0][1] else "")
         md.append(f"**JR cuts the mean test ‖J‖_F by {none[0] / jr[0]:.1f}×** against no regularization "
                   f"({fmt(none[0], none[1], 2)} → {fmt(jr[0], jr[1], 2)}; paper 115.1 → 4.0, 29×).{trend}\n")
+    if study:
+        n_lo = study[0]["long"]["config"]["iterations"]
+        md += [f"## Training length: DDNet, {n_lo:,} iterations against {CIFAR_SCHEDULES['short']['iterations']:,}\n",
+               "How far our table's full-data numbers are from convergence: the same DDNet (mix, seed, initialization "
+               "and batch order) trained on the 'medium' schedule, the 'short' one stretched 5× (lr ÷10 after the same "
+               "60% and 80% of the run), evaluated every 750 iterations on the 10,000 test images (accuracy) and the "
+               "first 1,000 (‖J‖_F, normalized input). The paper trains 20× longer still. Not in the paper; "
+               "`python -m jacviz grid --dataset cifar10 --experiments schedule --seeds 0`.\n",
+               schedule_study_markdown(study), ""]
     rn = [r for r in full if r["config"]["model"] == "resnet18"]
     md += ["## ResNet-18: clean CIFAR-10 test accuracy and ‖J‖_F\n",
            "The paper prints no clean numbers for ResNet-18 (Table S3 is DDNet's; ResNet-18 appears only in the "
