@@ -93,10 +93,10 @@ def _note(row: dict, rs: list[dict], runs: list[dict]) -> str:
 def schedule_study(all_runs: list[dict]) -> list[dict]:
     """The 'schedule' experiment's DDNet runs (grid.SCHEDULE_STUDY mixes on the 'medium' schedule, 5x the
     tables' 'short' one), each paired with the tables' short run of the same mix and seed:
-    [{'variant', 'seed', 'long': run, 'short': run or None}], mixes in SCHEDULE_STUDY order, then by seed."""
+    [{'variant', 'seed', 'long': run, 'short': run or None}], mixes in Table S3's order, then by seed."""
     short = CIFAR_SCHEDULES["short"]
     out = []
-    for v in SCHEDULE_STUDY:
+    for v in (v for v in TABLE1 if v in SCHEDULE_STUDY):
         for r in sorted(select([r for r in all_runs if is_schedule_study(r["config"])], v, model="ddnet",
                                dataset="cifar10"), key=lambda r: r["config"]["seed"]):
             twin = [s for s in select(all_runs, v, model="ddnet", dataset="cifar10", seed=r["config"]["seed"],
@@ -106,41 +106,58 @@ def schedule_study(all_runs: list[dict]) -> list[dict]:
     return out
 
 
+def _ranking(accs: dict) -> str:
+    """'dropout 80.7 > L2 77.8 > none 76.8' from {mix: accuracy %}."""
+    return " > ".join(f"{v} {a:.1f}" for v, a in sorted(accs.items(), key=lambda kv: -kv[1]))
+
+
 def schedule_study_markdown(study: list[dict]) -> str:
-    """Per pair of :func:`schedule_study`: test accuracy and ||J||_F at every evaluation of both runs
-    (iterations of 100 images; 500 make an epoch), then what the longer training changed, next to the paper."""
-    md = []
+    """:func:`schedule_study` as markdown: one summary row per pair (final test accuracy and ||J||_F of both
+    runs next to Table S3's, how much the last evaluation interval still moved them), the mixes ranked by
+    accuracy at each length, then every evaluation of both runs (iterations of 100 images; 500 an epoch)."""
+    if not study:
+        return ""
+    n_lo = study[0]["long"]["config"]["iterations"]
+    n_sh = CIFAR_SCHEDULES["short"]["iterations"]
+    h0 = study[0]["long"].get("history") or []
+    step = f"{h0[-1]['iteration'] - h0[-2]['iteration']:,} it." if len(h0) >= 2 else "evaluation interval"
+    rows, curves, acc = [], [], {"short": {}, "long": {}}
     for p in study:
         lo, sh = p["long"], p["short"]
-        n_lo, n_sh = lo["config"]["iterations"], sh["config"]["iterations"] if sh else None
+        paper, hl = PAPER_TABLE_S3[p["variant"]], lo.get("history") or []
+        last = (f"{100 * (hl[-1]['test_acc'] - hl[-2]['test_acc']):+.1f} points, "
+                f"{hl[-1]['jac_fro_normalized'] - hl[-2]['jac_fro_normalized']:+.2f}" if len(hl) >= 2 else "—")
+        rows.append([p["variant"], p["seed"],
+                     f"{100 * sh['metrics']['test_acc']:.1f}" if sh else "not trained",
+                     f"{100 * lo['metrics']['test_acc']:.1f}", f"{paper['all'][0]} ± {paper['all'][1]}",
+                     f"{sh['metrics']['jac_fro_normalized']:.2f}" if sh else "—",
+                     f"{lo['metrics']['jac_fro_normalized']:.2f}", f"{paper['jac'][0]} ± {paper['jac'][1]}",
+                     f"{final_ce([sh]):.2f} → {final_ce([lo]):.2f}" if sh else f"{final_ce([lo]):.2f}", last,
+                     f"{lo['metrics'].get('train_time_s', 0) / 60:.0f} min"])
+        if sh and p["seed"] == study[0]["seed"]:
+            acc["short"][p["variant"]] = 100 * sh["metrics"]["test_acc"]
+            acc["long"][p["variant"]] = 100 * lo["metrics"]["test_acc"]
         by_it = {h["iteration"]: h for h in (sh or {}).get("history") or []}
-        rows = []
-        for h in lo.get("history") or []:
+        ev = []
+        for h in hl:
             s = by_it.get(h["iteration"])
-            rows.append([f"{h['iteration']:,}", f"{h['iteration'] / 500:g}", f"{h['lr']:g}",
-                         f"{100 * s['test_acc']:.1f}" if s else "", f"{s['jac_fro_normalized']:.2f}" if s else "",
-                         f"{100 * h['test_acc']:.1f}", f"{h['jac_fro_normalized']:.2f}"])
-        head = ["iteration", "epoch", f"lr ({n_lo:,}-iteration run)",
-                f"test acc. % ({n_sh:,} it.)" if sh else "test acc. % (short run: not trained)",
-                f"‖J‖_F ({n_sh:,} it.)" if sh else "‖J‖_F (short run)", f"test acc. % ({n_lo:,} it.)",
-                f"‖J‖_F ({n_lo:,} it.)"]
-        paper = PAPER_TABLE_S3[p["variant"]]
-        m_lo = lo["metrics"]
-        md += [f"**DDNet {p['variant']}, seed {p['seed']}**: {lo['config']['iterations']:,} iterations "
-               f"({n_lo / 500:g} epochs), lr {lo['config']['lr']:g} ÷10 at "
-               f"{' and '.join(f'{m:,}' for m in lo['config']['milestones'])}; trained in "
-               f"{m_lo.get('train_time_s', 0) / 60:.0f} min on {_machine(lo['meta'])}.\n", _md_table(head, rows), ""]
-        if sh:
-            m_sh = sh["metrics"]
-            hl = lo.get("history") or []
-            rise = (f" Over its last {hl[-1]['iteration'] - hl[-2]['iteration']:,} iterations test accuracy moved "
-                    f"{100 * (hl[-1]['test_acc'] - hl[-2]['test_acc']):+.1f} points and ‖J‖_F "
-                    f"{hl[-1]['jac_fro_normalized'] - hl[-2]['jac_fro_normalized']:+.2f}." if len(hl) >= 2 else "")
-            md.append(f"Training {n_lo / n_sh:g}× longer moved test accuracy from {100 * m_sh['test_acc']:.1f}% to "
-                      f"{100 * m_lo['test_acc']:.1f}% (paper, {PAPER_ITERATIONS:,} iterations: {paper['all'][0]}% over "
-                      f"5 seeds) and the mean test ‖J‖_F from {m_sh['jac_fro_normalized']:.2f} to "
-                      f"{m_lo['jac_fro_normalized']:.2f} (paper: {paper['jac'][0]}); final training-batch "
-                      f"cross-entropy {final_ce([sh]):.2f} → {final_ce([lo]):.2f}.{rise}\n")
+            ev.append([f"{h['iteration']:,}", f"{h['iteration'] / 500:g}", f"{h['lr']:g}",
+                       f"{100 * s['test_acc']:.1f}" if s else "", f"{s['jac_fro_normalized']:.2f}" if s else "",
+                       f"{100 * h['test_acc']:.1f}", f"{h['jac_fro_normalized']:.2f}"])
+        curves += [f"**{p['variant']}, seed {p['seed']}** ({n_lo:,}-iteration run: lr {lo['config']['lr']:g} ÷10 at "
+                   f"{' and '.join(f'{m:,}' for m in lo['config']['milestones'])}; trained on {_machine(lo['meta'])})\n",
+                   _md_table(["iteration", "epoch", f"lr ({n_lo:,} it.)", f"test acc. % ({n_sh:,} it.)",
+                              f"‖J‖_F ({n_sh:,} it.)", f"test acc. % ({n_lo:,} it.)", f"‖J‖_F ({n_lo:,} it.)"], ev), ""]
+    md = [_md_table(["Regularizer", "seed", f"test acc. % ({n_sh:,} it.)", f"test acc. % ({n_lo:,} it.)",
+                     f"paper ({PAPER_ITERATIONS:,} it., 5 seeds)", f"‖J‖_F ({n_sh:,} it.)", f"‖J‖_F ({n_lo:,} it.)",
+                     "paper ‖J‖_F", "final training-batch CE", f"change over the last {step} (acc., ‖J‖_F)",
+                     f"training time ({n_lo:,} it.)"], rows), ""]
+    if len(acc["long"]) >= 2:
+        paper = {v: PAPER_TABLE_S3[v]["all"][0] for v in acc["long"]}
+        md.append(f"Ranked by test accuracy (seed {study[0]['seed']}): after {n_sh:,} iterations "
+                  f"{_ranking(acc['short'])}; after {n_lo:,} {_ranking(acc['long'])}; the paper after "
+                  f"{PAPER_ITERATIONS:,} {_ranking(paper)}.\n")
+    md += ["<details><summary>Every evaluation of both runs</summary>\n", *curves, "</details>\n"]
     return "\n".join(md)
 
 
