@@ -33,11 +33,12 @@ def _ddnet(runs: list[dict], variant: str, k: int | None = None) -> list[dict]:
     return select(runs, variant, k, model="ddnet", dataset="cifar10")
 
 
-def table_s3_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
+def table_s3_rows(runs: list[dict], diverged: list[dict] = (), study: list[dict] = ()) -> list[dict]:
     """One row per (regularizer, column) of Table S3: paper, ours, difference, agreement, note.
 
     diverged: the results file's diverged runs (grid.collect_runs); ours averages the finished runs
-    only and the note counts the diverged ones."""
+    only and the note counts the diverged ones. study: :func:`schedule_study` pairs, whose longer runs the
+    full-data notes cite (they stay out of the cells)."""
     rows = []
     for v in TABLE1:
         for col in COLUMNS:
@@ -51,10 +52,25 @@ def table_s3_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
             row = {"regularizer": v, "column": col, "paper": paper, "ours": ours,
                    "diff": ours[0] - paper[0] if ours[2] else math.nan, "agrees": agrees(ours, paper) if ours[2] else None}
             notes = (diverged_note(div, len(rs)), collapsed_note(rs) if col != "jac" else "",
-                     _note(row, rs, runs) if rs or not div else "")
+                     _note(row, rs, runs) if rs or not div else "",
+                     _longer_note(col, [p for p in study if p["variant"] == v]) if not row["agrees"] else "")
             row["note"] = "; ".join(n for n in notes if n)
             rows.append(row)
     return rows
+
+
+def _longer_note(col, pairs: list[dict]) -> str:
+    """For a full-data cell: what the schedule study's longer run of the same mix reached, else ''."""
+    pairs = [p for p in pairs if p["short"]]
+    if col not in ("all", "jac") or not pairs:
+        return ""
+    key, unit = ("test_acc", 100) if col == "all" else ("jac_fro_normalized", 1)
+    was = ", ".join(f"{unit * p['short']['metrics'][key]:.{1 if col == 'all' else 2}f}" for p in pairs)
+    now = ", ".join(f"{unit * p['long']['metrics'][key]:.{1 if col == 'all' else 2}f}" for p in pairs)
+    its = pairs[0]["long"]["config"]["iterations"]
+    seeds = ", ".join(str(p["seed"]) for p in pairs)
+    return (f"trained {its:,} iterations instead, seed{'s' if len(pairs) > 1 else ''} {seeds} went from {was} to {now} "
+            "(REPRODUCTION.md, *Training length*)")
 
 
 def _note(row: dict, rs: list[dict], runs: list[dict]) -> str:
@@ -285,7 +301,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
         from .robustness import load_results
         rob_all = load_results(rob_file)
     rob = current_robustness(rob_all)
-    rows = table_s3_rows(runs, diverged)
+    rows = table_s3_rows(runs, diverged, study)
     figs = cifar_figures(rob) if rob["models"] else {}
     pngs = write_pngs(figs, Path(results_dir) / "figures") if png else None
     devices = sorted({f"{r['meta'].get('device', '?')} ({r['meta'].get('device_name', '?')}, torch "

@@ -131,7 +131,7 @@ def _results(path: Path) -> dict | None:
         if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
             raise ValueError("it has no list of 'runs'")
         from jacviz.report import longest_schedule  # as REPRODUCTION.md: runs of superseded schedules left out
-        return {**results, "runs": longest_schedule(results["runs"]),
+        return {**results, "runs": longest_schedule(results["runs"]), "all_runs": results["runs"],
                 "diverged": longest_schedule(results.get("diverged", []))}
     except (OSError, ValueError) as err:
         st.warning(f"`{path}` could not be read ({type(err).__name__}: {err}).")
@@ -185,8 +185,9 @@ if CIFAR_RUNS_FILE.is_file():
                       ", as the paper. ")
                    + (f"The few-shot runs follow the paper: {'/'.join(f'{i:,}' for i in its_fs)} full-batch "
                       "iterations." if its_fs else ""))
-        wide_md, long_md = report_cifar.table_s3_markdown(report_cifar.table_s3_rows(cifar_runs, cifar_diverged),
-                                                          details=False)
+        study = report_cifar.schedule_study(cifar["all_runs"])  # cited by the full-data notes, not in the cells
+        wide_md, long_md = report_cifar.table_s3_markdown(
+            report_cifar.table_s3_rows(cifar_runs, cifar_diverged, study), details=False)
         st.markdown(wide_md)
         with st.expander("Every Table-S3 cell we ran, with its difference and explanation"):
             st.markdown(long_md)
