@@ -308,3 +308,19 @@ def test_schedule_study_gets_its_own_table_and_leaves_table_s3_alone(tmp_path):
             "(REPRODUCTION.md, *Training length*)") in rows[("none", "all")]["note"]
     assert f"went from {n['jac_fro_normalized']:.2f} to 13.00" in rows[("none", "jac")]["note"]
     assert "Training length" not in rows[("L2", "all")]["note"]  # no longer L2 run here
+    # the figure: per run one accuracy and one ||J||_F trace with its history; the paper's accuracies as lines
+    fig = report_cifar.schedule_study_figure(report_cifar.schedule_study(R["runs"] + longs))
+    acc = {t.name: t for t in fig.data if t.xaxis == "x"}
+    assert set(acc) == {"none, 1,500 it.", "none, 7,500 it.", "dropout, 1,500 it.", "dropout, 7,500 it."}
+    assert list(acc["none, 7,500 it."].x) == [750 * i for i in range(1, 11)]
+    assert list(acc["none, 1,500 it."].y) == [100 * h["test_acc"] for h in shorts["none"]["history"]]
+    assert acc["none, 1,500 it."].line.dash == "dot" and acc["none, 7,500 it."].line.dash == "solid"
+    jac = [t for t in fig.data if t.xaxis == "x2" and t.name == "dropout, 7,500 it."][0]
+    assert list(jac.y) == [3.0 + i for i in range(1, 11)]
+    assert sorted(s.y0 for s in fig.layout.shapes) == [76.8, 80.7]
+    md = report_cifar.section(tmp_path, png=True)
+    if Path("/usr/bin/chromium").exists():  # kaleido's browser (.ci/run installs it)
+        assert "![Training length (ours)" in md
+        assert (tmp_path / "figures" / "cifar_training_length.png").stat().st_size > 10_000
+    else:
+        assert "*Training length (ours)" in md and "PNG export failed" in md
