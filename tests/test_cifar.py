@@ -286,8 +286,13 @@ def test_schedule_study_gets_its_own_table_and_leaves_table_s3_alone(tmp_path):
     summary = [line for line in sec.split("<details>")[0].splitlines() if line.startswith("| ")]
     assert [line.split(" | ")[0] for line in summary[1:]] == ["| none", "| dropout"]  # header, then Table S3's order
     n, d = shorts["none"]["metrics"], shorts["dropout"]["metrics"]
-    assert summary[1].startswith(f"| none | 0 | {100 * n['test_acc']:.1f} | 70.0 | 76.8 ± 0.4 | "
+    assert summary[1].startswith(f"| none | 0 | {100 * n['test_acc']:.1f} | 70.0 | 76.8 ± 0.4 | -6.8 | "
                                  f"{n['jac_fro_normalized']:.2f} | 13.00 | 115.1 ± 1.8 | ")
+    assert "| 72.0 | 80.7 ± 0.4 | -8.7 |" in summary[2]
+    h0 = shorts["none"]["history"][0]  # the stretched runs' first evaluation: 52.0% at iteration 750
+    assert (f"At iteration 750, before the short schedule's first lr drop, the two runs of a mix have had the same lr, "
+            f"initialization and batches, yet their test accuracies differ by {52.0 - 100 * h0['test_acc']:+.1f} points "
+            "(none), ") in sec
     assert summary[1].endswith(" | +2.0 points, +1.00 | 50 min |")
     assert (f"after 1,500 iterations {report_cifar._ranking({'none': 100 * n['test_acc'], 'dropout': 100 * d['test_acc']})}; "
             "after 7,500 dropout 72.0 > none 70.0; the paper after 150,000 dropout 80.7 > none 76.8.") in sec
