@@ -144,12 +144,13 @@ def _ranking(accs: dict) -> str:
     return " > ".join(f"{v} {a:.1f}" for v, a in sorted(accs.items(), key=lambda kv: -kv[1]))
 
 
-def schedule_study_markdown(study: list[dict]) -> str:
-    """:func:`schedule_study` as markdown: one summary row per pair (final test accuracy and ||J||_F of both
-    runs next to Table S3's, how much the last evaluation interval still moved them), the mixes ranked by
-    accuracy at each length, then every evaluation of both runs (iterations of 100 images; 500 an epoch)."""
+def schedule_study_markdown(study: list[dict]) -> tuple[str, str]:
+    """:func:`schedule_study` as markdown: (summary, details). Summary: one row per pair (final test accuracy
+    and ||J||_F of both runs next to Table S3's, how much the last evaluation interval still moved them), the
+    mixes ranked by accuracy at each length; details: every evaluation of both runs (iterations of 100
+    images; 500 an epoch), in a collapsed block."""
     if not study:
-        return ""
+        return "", ""
     n_lo = study[0]["long"]["config"]["iterations"]
     n_sh = CIFAR_SCHEDULES["short"]["iterations"]
     h0 = study[0]["long"].get("history") or []
@@ -203,8 +204,42 @@ def schedule_study_markdown(study: list[dict]) -> str:
                   + ", ".join(f"{d:+.1f} points ({p['variant']})" for p, _, d in same)
                   + ": floating-point summation order (thread count, library version) drives two runs of one seed "
                     "apart, so a difference of that size between them is noise, not schedule.\n")
-    md += ["<details><summary>Every evaluation of both runs</summary>\n", *curves, "</details>\n"]
-    return "\n".join(md)
+    details = ["<details><summary>Every evaluation of both runs</summary>\n", *curves, "</details>\n"]
+    return "\n".join(md), "\n".join(details)
+
+
+def schedule_study_robustness(study: list[dict], rob: dict) -> str:
+    """Robustness of the schedule study's runs next to their short twins (records of the same attacks on the
+    same test images from ``rob``, all records of the results file), as the robustness tables; '' without any
+    record of a longer run."""
+    from .robustness import aggregate_seeds
+    by_key = {m["key"]: m for m in rob.get("models", [])}
+    recs = []
+    for p in study:
+        lo, sh = by_key.get(p["long"]["key"]), by_key.get((p["short"] or {}).get("key"))
+        if lo is None:
+            continue
+        for m, run in ((sh, p["short"]), (lo, p["long"])):
+            if m is not None:
+                recs.append({**m, "label": f"{p['variant']}, {run['config']['iterations']:,} it."
+                                          + (f" (seed {p['seed']})" if p["seed"] else ""),
+                             "group_key": m["key"]})
+    if not recs:
+        return ""
+    rows = robustness_rows({"models": recs, "groups": aggregate_seeds(recs)})
+    jac = {r["label"]: r for r in recs}
+    lines = [robustness_markdown(rows), "",
+             f"Same attacks and test images as the robustness tables below (first {and_join(sorted({str(m['n']) for m in recs}))}; "
+             "median minimal L2 fooling distance in [0,1] pixel space; a misclassified clean image counts as fooled at 0)."]
+    pairs = [(a, b) for a, b in zip(rows, rows[1:]) if a["label"].split(",")[0] == b["label"].split(",")[0]
+             and "cw" in a["median"] and "cw" in b["median"]]
+    for a, b in pairs:
+        ja, jb = (jac[x["label"]]["training_metrics"].get("jac_fro_normalized") for x in (a, b))
+        lines.append(f"{a['label'].split(',')[0]}: training longer changed clean accuracy {a['clean'][0]:.1f} → "
+                     f"{b['clean'][0]:.1f}% and the median CW distance {a['median']['cw'][0]:.3f} → "
+                     f"{b['median']['cw'][0]:.3f}"
+                     + (f" while ‖J‖_F went {ja:.2f} → {jb:.2f}." if ja and jb else "."))
+    return "\n".join(lines) + "\n"
 
 
 def _machine(meta: dict) -> str:
@@ -397,6 +432,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
                   f"({fmt(none[0], none[1], 2)} → {fmt(jr[0], jr[1], 2)}; paper 115.1 → 4.0, 29×).{trend}\n")
     if study:
         n_lo = study[0]["long"]["config"]["iterations"]
+        summary, details = schedule_study_markdown(study)
         md += [f"## Training length: DDNet, {n_lo:,} iterations against {CIFAR_SCHEDULES['short']['iterations']:,}\n",
                "How far our table's full-data numbers are from convergence: the same DDNet (mix, seed, initialization "
                f"and batch order) trained on the 'medium' schedule, the 'short' one stretched "
@@ -405,10 +441,10 @@ def section(results_dir: Path, png: bool = True) -> str | None:
                f"(accuracy) and the first 1,000 (‖J‖_F, normalized input). The paper trains "
                f"{PAPER_ITERATIONS / n_lo:g}× longer still. Not in the paper; "
                "`python -m jacviz grid --dataset cifar10 --experiments schedule --seeds 0`.\n",
-               schedule_study_markdown(study), "",
+               summary, "", schedule_study_robustness(study, rob_all),
                figure_md(pngs, "cifar_training_length", "Training length (ours): test accuracy and ‖J‖_F at every "
                          "evaluation, short runs dotted, 5× longer runs solid; dashed: the paper's final accuracy "
-                         "after 150,000 iterations (its ‖J‖_F, 29–184, lies far above this axis)"), ""]
+                         "after 150,000 iterations (its ‖J‖_F, 29–184, lies far above this axis)"), "", details]
     rn = [r for r in full if r["config"]["model"] == "resnet18"]
     md += ["## ResNet-18: clean CIFAR-10 test accuracy and ‖J‖_F\n",
            "The paper prints no clean numbers for ResNet-18 (Table S3 is DDNet's; ResNet-18 appears only in the "

@@ -252,7 +252,8 @@ def test_schedule_experiment_is_the_short_schedule_stretched_five_times():
               grid.variant_config("none", 0, "short", "mnist")]
     assert not any(grid.is_schedule_study(c.to_dict()) for c in others)
     assert "schedule" in grid.experiment_names("cifar10") and "schedule" not in grid.experiment_names("mnist")
-    assert all(c not in grid.robustness_configs([0], "short", "cifar10") for c in study)
+    rob = grid.robustness_configs([0], "short", "cifar10")
+    assert study[0] in rob and short in rob  # evaluated side by side (Training length), never in the figures
 
 
 def test_schedule_study_gets_its_own_table_and_leaves_table_s3_alone(tmp_path):
@@ -329,3 +330,39 @@ def test_schedule_study_gets_its_own_table_and_leaves_table_s3_alone(tmp_path):
         assert (tmp_path / "figures" / "cifar_training_length.png").stat().st_size > 10_000
     else:
         assert "*Training length (ours)" in md and "PNG export failed" in md
+
+
+def test_schedule_study_robustness_sits_beside_its_short_twin_and_out_of_the_figures(tmp_path):
+    """A robustness record of the 7,500-iteration 'none' (the recorded short record, distances halved) is
+    tabulated under *Training length* next to the short run's, with the change in median CW distance and
+    ||J||_F; the robustness tables and figures keep the short schedule only (report.current_robustness)."""
+    rob_file = CIFAR_RUNS.parent / "cifar10_robustness.json"
+    if not CIFAR_RUNS.is_file() or not rob_file.is_file():
+        pytest.skip("no CIFAR-10 results files in this checkout")
+    R, rob = json.loads(CIFAR_RUNS.read_text()), json.loads(rob_file.read_text())
+    R["runs"] = [r for r in R["runs"] if not grid.is_schedule_study(r["config"])]
+    rob["models"] = [m for m in rob["models"] if not grid.is_schedule_study(m["config"])]
+    short = report.select(R["runs"], "none", model="ddnet", dataset="cifar10", seed=0, iterations=1500)[0]
+    long = json.loads(json.dumps(short))
+    long["key"] = "s0none"
+    long["config"].update(iterations=7500, milestones=[4500, 6000])
+    long["metrics"].update(test_acc=0.77, jac_fro_normalized=43.0)
+    rec = next(m for m in rob["models"] if m["key"] == short["key"])
+    lrec = json.loads(json.dumps(rec))
+    lrec.update(key=long["key"], group_key=long["key"], config=long["config"], clean_accuracy=0.8)
+    lrec["training_metrics"]["jac_fro_normalized"] = 43.0
+    lrec["distances"] = {a: [None if d is None else d / 2 for d in ds] for a, ds in rec["distances"].items()}
+    rob["models"].append(lrec)
+    (tmp_path / "cifar10_runs.json").write_text(json.dumps({**R, "runs": R["runs"] + [long]}))
+    (tmp_path / "cifar10_robustness.json").write_text(json.dumps(rob))
+    md = report_cifar.section(tmp_path, png=False)
+    sec = md.split("## Training length")[1].split("\n## ")[0]
+    rows = [line for line in sec.split("<details>")[0].splitlines() if line.startswith("| none, ")]
+    assert [r.split(" | ")[0] for r in rows] == ["| none, 1,500 it.", "| none, 7,500 it."]
+    assert rows[1].split(" | ")[2] == "80.00"
+    cw = rec["summaries"]["cw"]["median"]
+    assert (f"none: training longer changed clean accuracy {100 * rec['clean_accuracy']:.1f} → 80.0% and the median "
+            f"CW distance {cw:.3f} → {cw / 2:.3f} while ‖J‖_F went "
+            f"{rec['training_metrics']['jac_fro_normalized']:.2f} → 43.00.") in sec
+    after = md.split("## Robustness, DDNet")[1].split("\n## ")[0]
+    assert "7,500" not in after and sum(line.startswith("| none |") for line in after.splitlines()) == 1
