@@ -30,7 +30,8 @@ RESNET_NOISE = ("none", "L2", "JR", "L2+JR")  # Figure S4a: ResNet-18 under whit
 
 
 def _ddnet(runs: list[dict], variant: str, k: int | None = None) -> list[dict]:
-    return select(runs, variant, k, model="ddnet", dataset="cifar10")
+    """DDNet runs of a Table-S3 cell (the schedule study's runs never count)."""
+    return [r for r in select(runs, variant, k, model="ddnet", dataset="cifar10") if not is_schedule_study(r["config"])]
 
 
 def table_s3_rows(runs: list[dict], diverged: list[dict] = (), study: list[dict] = ()) -> list[dict]:

@@ -214,7 +214,8 @@ def test_resnet_clean_table_lists_every_mix_and_the_jr_cut(tmp_path):
     as_resnet = {"none": "none", "JR": "JR", "L2": "L2"}
     fake = []
     for r in R["runs"]:
-        if r["label"] in as_resnet and r["config"]["model"] == "ddnet" and not r["config"].get("few_shot_k"):
+        if (r["label"] in as_resnet and r["config"]["model"] == "ddnet" and not r["config"].get("few_shot_k")
+                and not grid.is_schedule_study(r["config"])):
             f = json.loads(json.dumps(r))
             f["config"].update(model="resnet18", dropout=0.0, seed=100 + r["config"]["seed"])
             f["seed"] = f["config"]["seed"]
