@@ -11,6 +11,8 @@ import math
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from .grid import CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1, is_schedule_study
 from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
                      diverged_note, draw_noise_note, jacobian_reduction, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci,
@@ -235,12 +237,37 @@ def schedule_study_robustness(study: list[dict], rob: dict) -> str:
     pairs = [(a, b) for a, b in zip(rows, rows[1:]) if a["label"].split(",")[0] == b["label"].split(",")[0]
              and "cw" in a["median"] and "cw" in b["median"]]
     for a, b in pairs:
-        ja, jb = (jac[x["label"]]["training_metrics"].get("jac_fro_normalized") for x in (a, b))
+        ra, rb = jac[a["label"]], jac[b["label"]]
+        ja, jb = (x["training_metrics"].get("jac_fro_normalized") for x in (ra, rb))
         lines.append(f"{a['label'].split(',')[0]}: training longer changed clean accuracy {a['clean'][0]:.1f} → "
                      f"{b['clean'][0]:.1f}% and the median CW distance {a['median']['cw'][0]:.3f} → "
                      f"{b['median']['cw'][0]:.3f}"
-                     + (f" while ‖J‖_F went {ja:.2f} → {jb:.2f}." if ja and jb else "."))
+                     + (f" while ‖J‖_F went {ja:.2f} → {jb:.2f}." if ja and jb else ".")
+                     + " Those medians count each model's misclassified images as fooled at 0, so they move with "
+                       "clean accuracy too; on the images both models classify correctly:")
+        both = both_correct_medians(ra, rb)
+        lines += ["", _md_table(["attack", "images correct under both", f"median L2, {a['label']}",
+                                 f"median L2, {b['label']}", "longer / shorter"],
+                                [[k, n, f"{x:.3f}", f"{y:.3f}", f"{y / x:.2f}" if x else "—"]
+                                 for k, (n, x, y) in both.items()]), ""]
     return "\n".join(lines) + "\n"
+
+
+def both_correct_medians(a: dict, b: dict) -> dict:
+    """Per attack of two robustness records on the same test images: (n, median a, median b) of the minimal
+    L2 fooling distances over the images both models classify correctly (distance > 0 in both; an image
+    never fooled within the budget, stored as None, counts as infinitely far)."""
+    out = {}
+    for k in ("noise", "fgsm", "pgd", "cw"):
+        da, db = a["distances"].get(k), b["distances"].get(k)
+        if da is None or db is None or len(da) != len(db) or not len(da):
+            continue
+        # as robustness.load_results: None (never fooled) -> inf; lists from the JSON or arrays from that loader
+        xa, xb = (np.array([math.inf if x is None else x for x in d], dtype=float) for d in (da, db))
+        ok = (xa > 0) & (xb > 0)
+        if ok.any():
+            out[k] = (int(ok.sum()), float(np.median(xa[ok])), float(np.median(xb[ok])))
+    return out
 
 
 def _machine(meta: dict) -> str:

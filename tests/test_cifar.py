@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -365,5 +366,13 @@ def test_schedule_study_robustness_sits_beside_its_short_twin_and_out_of_the_fig
     assert (f"none: training longer changed clean accuracy {100 * rec['clean_accuracy']:.1f} → 80.0% and the median "
             f"CW distance {cw:.3f} → {cw / 2:.3f} while ‖J‖_F went "
             f"{rec['training_metrics']['jac_fro_normalized']:.2f} → 43.00.") in sec
+    # on the images both classify correctly (here: the same ones), halved distances halve every median
+    both = report_cifar.both_correct_medians(rec, lrec)
+    n_ok = sum(d is None or d > 0 for d in rec["distances"]["cw"])
+    assert both["cw"][0] == n_ok and both["cw"][2] == pytest.approx(both["cw"][1] / 2)
+    assert f"| cw | {n_ok} | {both['cw'][1]:.3f} | {both['cw'][2]:.3f} | 0.50 |" in sec
+    assert report_cifar.both_correct_medians({"distances": {"cw": [0.0, 0.2, None, 0.4]}},
+                                             {"distances": {"cw": [0.1, 0.0, 0.3, 0.2]}}) == {"cw": (2, math.inf, 0.25)}
+    # images 3 and 4 are correct under both; the first model never fools image 3 (infinitely far)
     after = md.split("## Robustness, DDNet")[1].split("\n## ")[0]
     assert "7,500" not in after and sum(line.startswith("| none |") for line in after.splitlines()) == 1
