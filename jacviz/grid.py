@@ -362,7 +362,9 @@ def collect_robustness(folder: Path, configs: Sequence[TrainConfig], previous: d
     """Merge per-checkpoint robustness records into one results dict with seed groups.
 
     Records missing from ``folder`` (a fresh clone has no ``runs/``) are kept from ``previous``, and so are
-    ``previous`` records outside ``configs`` (another schedule or seed than this call plans)."""
+    ``previous`` records outside ``configs`` (another schedule or seed than this call plans). The seed groups
+    leave out the schedule study's records (``is_schedule_study``): the report shows those beside their short
+    twins only, and the app's Robustness page not at all."""
     import numpy as np
     from .robustness import aggregate_seeds
     before = {r["key"]: r for r in (previous or {}).get("models", [])}
@@ -394,7 +396,8 @@ def collect_robustness(folder: Path, configs: Sequence[TrainConfig], previous: d
     if records:
         from . import attacks as A
         meta["cw"] = A.CW_PAPER if meta["cw_presets"] == ["paper"] else A.CW_FAST
-    return {"meta": meta, "models": records, "groups": aggregate_seeds(records) if records else [], "skipped": []}
+    grouped = [r for r in records if not is_schedule_study(r.get("config", {}))]
+    return {"meta": meta, "models": records, "groups": aggregate_seeds(grouped) if grouped else [], "skipped": []}
 
 
 def write_json(obj, path: Path) -> Path:

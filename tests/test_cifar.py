@@ -375,5 +375,10 @@ def test_schedule_study_robustness_sits_beside_its_short_twin_and_out_of_the_fig
     assert report_cifar.both_correct_medians({"distances": {"cw": [0.0, 0.2, None, 0.4]}},
                                              {"distances": {"cw": [0.1, 0.0, 0.3, 0.2]}}) == {"cw": (2, math.inf, 0.25)}
     # images 3 and 4 are correct under both; the first model never fools image 3 (infinitely far)
+    # the grid's results file groups the figures' records only: no study group, no '[key]'-suffixed twin label
+    collected = grid.collect_robustness(tmp_path / "no-runs", [], rob)
+    assert lrec["key"] in {m["key"] for m in collected["models"]}
+    assert lrec["key"] not in {g["group_key"] for g in collected["groups"]}
+    assert not any("[" in g["label"] for g in collected["groups"])
     after = md.split("## Robustness, DDNet")[1].split("\n## ")[0]
     assert "7,500" not in after and sum(line.startswith("| none |") for line in after.splitlines()) == 1
