@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .grid import CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1, is_schedule_study
+from .grid import (CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1,
+                   is_schedule_study, variant_config)
 from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
                      diverged_note, draw_noise_note, jacobian_reduction, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
@@ -113,15 +114,13 @@ def schedule_study(all_runs: list[dict]) -> list[dict]:
     """The 'schedule' experiment's DDNet runs (grid.SCHEDULE_STUDY mixes on the 'medium' schedule, 5x the
     tables' 'short' one), each paired with the tables' short run of the same mix and seed:
     [{'variant', 'seed', 'long': run, 'short': run or None}], mixes in Table S3's order, then by seed."""
-    short = CIFAR_SCHEDULES["short"]
+    by_key = {r["key"]: r for r in all_runs}
     out = []
     for v in (v for v in TABLE1 if v in SCHEDULE_STUDY):
         for r in sorted(select([r for r in all_runs if is_schedule_study(r["config"])], v, model="ddnet",
                                dataset="cifar10"), key=lambda r: r["config"]["seed"]):
-            twin = [s for s in select(all_runs, v, model="ddnet", dataset="cifar10", seed=r["config"]["seed"],
-                                      iterations=short["iterations"])
-                    if tuple(s["config"]["milestones"]) == short["milestones"]]
-            out.append({"variant": v, "seed": r["config"]["seed"], "long": r, "short": twin[0] if twin else None})
+            twin = variant_config(v, r["config"]["seed"], "short", "cifar10").key()  # the run's name, as the grid's
+            out.append({"variant": v, "seed": r["config"]["seed"], "long": r, "short": by_key.get(twin)})
     return out
 
 
