@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -365,8 +364,7 @@ def collect_robustness(folder: Path, configs: Sequence[TrainConfig], previous: d
     ``previous`` records outside ``configs`` (another schedule or seed than this call plans). The seed groups
     leave out the schedule study's records (``is_schedule_study``): the report shows those beside their short
     twins only, and the app's Robustness page not at all."""
-    import numpy as np
-    from .robustness import aggregate_seeds
+    from .robustness import aggregate_seeds, distances_from_json
     before = {r["key"]: r for r in (previous or {}).get("models", [])}
     records = []
     planned = [c.key() for c in configs]
@@ -375,8 +373,7 @@ def collect_robustness(folder: Path, configs: Sequence[TrainConfig], previous: d
         r = json.loads(f.read_text()) if f.exists() else before.get(key)
         if r is not None:
             r = dict(r)
-            r["distances"] = {k: np.array([math.inf if v is None else v for v in d], dtype=float)
-                              for k, d in r.get("distances", {}).items()}
+            r["distances"] = {k: distances_from_json(d) for k, d in r.get("distances", {}).items()}
             records.append(r)
     envs = [r.get("environment", {}) for r in records]
     meta = {"n_models": len(records), "samples": "first n samples of the test split", "space": "[0,1] pixel space",

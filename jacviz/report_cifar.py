@@ -256,13 +256,13 @@ def both_correct_medians(a: dict, b: dict) -> dict:
     """Per attack of two robustness records on the same test images: (n, median a, median b) of the minimal
     L2 fooling distances over the images both models classify correctly (distance > 0 in both; an image
     never fooled within the budget, stored as None, counts as infinitely far)."""
+    from .robustness import distances_from_json
     out = {}
     for k in ("noise", "fgsm", "pgd", "cw"):
         da, db = a["distances"].get(k), b["distances"].get(k)
         if da is None or db is None or len(da) != len(db) or not len(da):
             continue
-        # as robustness.load_results: None (never fooled) -> inf; lists from the JSON or arrays from that loader
-        xa, xb = (np.array([math.inf if x is None else x for x in d], dtype=float) for d in (da, db))
+        xa, xb = distances_from_json(da), distances_from_json(db)
         ok = (xa > 0) & (xb > 0)
         if ok.any():
             out[k] = (int(ok.sum()), float(np.median(xa[ok])), float(np.median(xb[ok])))

@@ -619,12 +619,17 @@ def _jsonable(obj):
     return obj
 
 
+def distances_from_json(d) -> np.ndarray:
+    """One attack's fooling distances as written by ``_jsonable`` (a list with None for never fooled), or
+    an array already restored: (N,) float array, L2 in pixel space, inf for never fooled."""
+    return np.array([math.inf if v is None else v for v in d], dtype=float)
+
+
 def load_results(path) -> dict:
     """Read a robustness JSON; per-model distances come back as float arrays with inf restored."""
     results = json.loads(Path(path).read_text())
     for r in results.get("models", []):
-        r["distances"] = {k: np.array([math.inf if v is None else v for v in d], dtype=float)
-                          for k, d in r.get("distances", {}).items()}
+        r["distances"] = {k: distances_from_json(d) for k, d in r.get("distances", {}).items()}
     return results
 
 

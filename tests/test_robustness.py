@@ -229,6 +229,11 @@ def test_run_robustness_cli_writes_json_and_figures(lenet_plain, lenet_jr, tmp_p
     for rec in back["models"]:
         assert set(rec["distances"]) == {"noise", "fgsm", "pgd", "cw", "worst"}
         assert np.all(rec["distances"]["worst"] <= rec["distances"]["cw"])
+    # never fooled (inf) is stored as JSON null and comes back as inf, from a list or an array alike
+    d = np.array([0.0, 0.25, np.inf])
+    assert json.loads(json.dumps(R._jsonable(d))) == [0.0, 0.25, None]
+    for stored in (R._jsonable(d), d):
+        assert np.array_equal(R.distances_from_json(stored), d)
     html = sorted(p.name for p in out.glob("*.html"))
     assert "accuracy_pgd_mnist.html" in html and "fooling_cw_mnist.html" in html
     assert R.cli(["--checkpoints", str(tmp_path / "ck"), "--attacks", "bogus", "--out", str(out)]) == 2
