@@ -157,7 +157,7 @@ def schedule_study_markdown(study: list[dict]) -> tuple[str, str]:
     n_sh = CIFAR_SCHEDULES["short"]["iterations"]
     h0 = study[0]["long"].get("history") or []
     step = f"{h0[-1]['iteration'] - h0[-2]['iteration']:,} it." if len(h0) >= 2 else "evaluation interval"
-    rows, curves, acc, same = [], [], {"short": {}, "long": {}}, []
+    rows, curves, acc, jac, same = [], [], {"short": {}, "long": {}}, {"short": {}, "long": {}}, []
     for p in study:
         lo, sh = p["long"], p["short"]
         paper, hl = PAPER_TABLE_S3[p["variant"]], lo.get("history") or []
@@ -176,6 +176,8 @@ def schedule_study_markdown(study: list[dict]) -> tuple[str, str]:
         if sh and p["seed"] == study[0]["seed"]:
             acc["short"][p["variant"]] = 100 * sh["metrics"]["test_acc"]
             acc["long"][p["variant"]] = 100 * lo["metrics"]["test_acc"]
+            jac["short"][p["variant"]] = sh["metrics"]["jac_fro_normalized"]
+            jac["long"][p["variant"]] = lo["metrics"]["jac_fro_normalized"]
         by_it = {h["iteration"]: h for h in (sh or {}).get("history") or []}
         first = hl[0] if hl else None
         if first and first["iteration"] in by_it and first["iteration"] <= min(sh["config"]["milestones"] or [0]):
@@ -200,6 +202,16 @@ def schedule_study_markdown(study: list[dict]) -> tuple[str, str]:
         md.append(f"Ranked by test accuracy (seed {study[0]['seed']}): after {n_sh:,} iterations "
                   f"{_ranking(acc['short'])}; after {n_lo:,} {_ranking(acc['long'])}; the paper after "
                   f"{PAPER_ITERATIONS:,} {_ranking(paper)}.\n")
+    if {"none", "JR"} <= set(jac["long"]):  # the paper's central number, at each length
+        cut = {n: jac[n]["none"] / jac[n]["JR"] for n in ("short", "long")}
+        pj = PAPER_TABLE_S3["none"]["jac"][0] / PAPER_TABLE_S3["JR"]["jac"][0]
+        md.append(f"JR's cut of ‖J‖_F against no regularization (seed {study[0]['seed']}, ‖J‖_F none / JR): after "
+                  f"{n_sh:,} iterations {jac['short']['none']:.2f} / {jac['short']['JR']:.2f} = {cut['short']:.1f}×; "
+                  f"after {n_lo:,} {jac['long']['none']:.2f} / {jac['long']['JR']:.2f} = {cut['long']:.1f}×; the paper "
+                  f"after {PAPER_ITERATIONS:,} {PAPER_TABLE_S3['none']['jac'][0]} / {PAPER_TABLE_S3['JR']['jac'][0]} = "
+                  f"{pj:.0f}×. From {n_sh:,} to {n_lo:,} iterations ‖J‖_F changed "
+                  f"{jac['long']['none'] / jac['short']['none']:.1f}× without regularization and "
+                  f"{jac['long']['JR'] / jac['short']['JR']:.1f}× with JR.\n")
     if same:
         md.append(f"At iteration {same[0][1]:,}, before the short schedule's first lr drop, the two runs of a mix have "
                   "had the same lr, initialization and batches, yet their test accuracies differ by "
@@ -514,11 +526,13 @@ def section(results_dir: Path, png: bool = True) -> str | None:
             md += [figure_md(pngs, stem, cap), ""]
     md += ["## Compute (CIFAR-10)\n",
            _md_table(["Kind of run", "runs", "median (s)", "range (s)", "total (h)"], timing_rows(all_runs, rob_all)), "",
-           "## CIFAR-10: not yet reproduced\n", _missing(runs), ""]
+           "## CIFAR-10: not yet reproduced\n", _missing(runs, study), ""]
     return "\n".join(md)
 
 
-def _missing(runs: list[dict]) -> str:
+def _missing(runs: list[dict], study: list[dict] = ()) -> str:
+    """What the grid plans and these runs lack, a line each; study: :func:`schedule_study` pairs (a study mix
+    not trained at seed 0 is listed, once any of the study is in)."""
     lines = []
     for v in TABLE1 + tuple(d for d in DEFENDED if d not in TABLE1):
         n = len(_ddnet(runs, v))
@@ -535,4 +549,9 @@ def _missing(runs: list[dict]) -> str:
     if any(r["config"]["iterations"] < PAPER_ITERATIONS for r in runs if not r["config"].get("few_shot_k")):
         lines.append("- the paper's 150k-iteration schedule: `python -m jacviz grid --dataset cifar10 --schedule paper` "
                      "on a GPU (our runs use 1,500)")
+    todo = [v for v in SCHEDULE_STUDY if study and not any(p["variant"] == v and p["seed"] == 0 for p in study)]
+    if todo:
+        lines.append(f"- the training-length study (not in the paper): {and_join(todo)} at "
+                     f"{CIFAR_SCHEDULES['medium']['iterations']:,} iterations, seed 0: "
+                     "`python -m jacviz grid --dataset cifar10 --experiments schedule --seeds 0`")
     return "\n".join(lines) or "Everything planned is in."

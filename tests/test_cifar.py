@@ -242,11 +242,11 @@ def test_resnet_clean_table_lists_every_mix_and_the_jr_cut(tmp_path):
 
 
 def test_schedule_experiment_is_the_short_schedule_stretched_five_times():
-    """The 'schedule' side study: DDNet none, dropout, L2 at 7,500 iterations, lr /10 at the same 60%/80% of the
+    """The 'schedule' side study: DDNet none, dropout, L2, JR at 7,500 iterations, lr /10 at the same 60%/80% of the
     run as 'short', evaluated at the same iterations; only its runs count as the study (is_schedule_study)."""
     study = grid.experiment_configs("schedule", [0, 1], "paper", dataset="cifar10")  # 'medium' whatever the grid's
     short = grid.variant_config("none", 0, "short", "cifar10")
-    assert [(c.label(), c.seed) for c in study] == [(v, s) for s in (0, 1) for v in ("none", "dropout", "L2")]
+    assert [(c.label(), c.seed) for c in study] == [(v, s) for s in (0, 1) for v in ("none", "dropout", "L2", "JR")]
     s = study[0]
     assert (s.iterations, s.milestones) == (5 * short.iterations, tuple(5 * m for m in short.milestones))
     assert s.eval_every == short.eval_every and s.lr == short.lr == 0.01 and s.model == "ddnet"
@@ -286,6 +286,9 @@ def test_schedule_study_gets_its_own_table_and_leaves_table_s3_alone(tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "cifar10_runs.json").write_text(json.dumps(R))
     assert "## Training length" not in report_cifar.section(tmp_path / "plain", png=False)
+    assert "training-length study" not in report_cifar.section(tmp_path / "plain", png=False)
+    assert ("- the training-length study (not in the paper): L2 and JR at 7,500 iterations, seed 0: "
+            "`python -m jacviz grid --dataset cifar10 --experiments schedule --seeds 0`") in md.split("not yet reproduced")[1]
     sec = md.split("## Training length: DDNet, 7,500 iterations against 1,500")[1].split("\n## ")[0]
     summary = [line for line in sec.split("<details>")[0].splitlines() if line.startswith("| ")]
     assert [line.split(" | ")[0] for line in summary[1:]] == ["| none", "| dropout"]  # header, then Table S3's order
@@ -333,6 +336,31 @@ def test_schedule_study_gets_its_own_table_and_leaves_table_s3_alone(tmp_path):
         assert (tmp_path / "figures" / "cifar_training_length.png").stat().st_size > 10_000
     else:
         assert "*Training length (ours)" in md and "PNG export failed" in md
+
+
+def test_schedule_study_states_jrs_cut_of_the_jacobian_at_each_length():
+    """With 'none' and 'JR' both trained at both lengths, the study states ||J||_F none / JR after each, next to
+    the paper's 115.1 / 4.0, and how much each norm grew with the longer training."""
+    if not CIFAR_RUNS.is_file():
+        pytest.skip("no reproduction/cifar10_runs.json in this checkout")
+    R = json.loads(CIFAR_RUNS.read_text())
+    runs = [r for r in R["runs"] if not grid.is_schedule_study(r["config"])]
+    study, short_jac = [], {}
+    for v, final_jac in (("none", 40.0), ("JR", 4.0)):
+        short = report.select(runs, v, model="ddnet", dataset="cifar10", seed=0, iterations=1500)[0]
+        short_jac[v] = short["metrics"]["jac_fro_normalized"]
+        long = json.loads(json.dumps(short))
+        long["config"].update(iterations=7500, milestones=[4500, 6000])
+        long["metrics"].update(jac_fro_normalized=final_jac)
+        study.append({"variant": v, "seed": 0, "long": long, "short": short})
+    summary, _ = report_cifar.schedule_study_markdown(study)
+    n, j = short_jac["none"], short_jac["JR"]
+    assert (f"JR's cut of ‖J‖_F against no regularization (seed 0, ‖J‖_F none / JR): after 1,500 iterations "
+            f"{n:.2f} / {j:.2f} = {n / j:.1f}×; after 7,500 40.00 / 4.00 = 10.0×; the paper after 150,000 "
+            f"115.1 / 4.0 = 29×. From 1,500 to 7,500 iterations ‖J‖_F changed {40 / n:.1f}× without "
+            f"regularization and {4 / j:.1f}× with JR.") in summary
+    summary, _ = report_cifar.schedule_study_markdown(study[:1])
+    assert "JR's cut" not in summary  # one of the two missing: no ratio
 
 
 def test_schedule_study_robustness_sits_beside_its_short_twin_and_out_of_the_figures(tmp_path):
