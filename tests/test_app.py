@@ -317,6 +317,10 @@ def test_robustness_and_about_show_the_cifar10_reproduction(app):
         assert any(f"{len(R['diverged'])} diverged, left out of the means" in c.value for c in app.caption)
     resnet = [r for r in report_cifar.longest_schedule(R["runs"]) if r["config"]["model"] == "resnet18"]
     assert (report_cifar.resnet_markdown(resnet) in [m.value for m in app.markdown]) == bool(resnet)
+    study = report_cifar.schedule_study(R["runs"])  # the training-length study's summary, as REPRODUCTION.md's
+    assert (report_cifar.schedule_study_markdown(study)[0].strip() in [m.value.strip() for m in app.markdown]) == bool(study)
+    if study:
+        assert any(m.value.startswith("**Training length**: DDNet trained 7,500 iterations") for m in app.markdown)
 
 
 @pytest.fixture(scope="session")

@@ -199,3 +199,12 @@ if CIFAR_RUNS_FILE.is_file():
             sched = "/".join(f"{i:,}" for i in sorted({r["config"]["iterations"] for r in resnet}))
             st.caption(f"{len(resnet)} runs of {sched} SGD iterations (lr 0.1, batch 100, no dropout); "
                        "mean ± 95% CI over the seeds listed.")
+        if study:
+            n_long = study[0]["long"]["config"]["iterations"]
+            st.markdown(f"**Training length**: DDNet trained {n_long:,} iterations next to its "
+                        f"{min(its, default=0):,}-iteration twin (same seed), final test accuracy (%) and ‖J‖_F")
+            summary, _ = report_cifar.schedule_study_markdown(study)
+            st.markdown(summary)
+            st.caption("Not in the paper: a side study of how far the short schedule's numbers move with 5× more "
+                       "training. `REPRODUCTION.md` (*Training length*) has every evaluation, a figure and the "
+                       "robustness of both lengths.")
