@@ -338,7 +338,7 @@ def test_schedule_study_gets_its_own_table_and_leaves_table_s3_alone(tmp_path):
         assert "*Training length (ours)" in md and "PNG export failed" in md
 
 
-def test_schedule_study_states_jrs_cut_of_the_jacobian_at_each_length():
+def test_schedule_study_states_jrs_cut_of_the_jacobian_at_each_length(tmp_path):
     """With 'none' and 'JR' both trained at both lengths, the study states ||J||_F none / JR after each, next to
     the paper's 115.1 / 4.0, and how much each norm grew with the longer training."""
     if not CIFAR_RUNS.is_file():
@@ -361,6 +361,18 @@ def test_schedule_study_states_jrs_cut_of_the_jacobian_at_each_length():
             f"regularization and {4 / j:.1f}× with JR.") in summary
     summary, _ = report_cifar.schedule_study_markdown(study[:1])
     assert "JR's cut" not in summary  # one of the two missing: no ratio
+    # Table S3's sentence on JR's cut points to the longer runs once both are in (as in the shipped results)
+    for r in study:
+        r["long"]["key"] = "long-" + r["variant"]
+    R["runs"] = runs + [r["long"] for r in study]
+    (tmp_path / "cifar10_runs.json").write_text(json.dumps(R))
+    md = report_cifar.section(tmp_path, png=False).split("## Training length")[0]
+    assert (f"so the gap JR opens is expected to widen with training; in the training-length study below, 5× longer "
+            f"training widened it to 10.0× (seed 0: 40.00 → 4.00).") in md
+    R["runs"] = runs + [study[0]["long"]]
+    (tmp_path / "cifar10_runs.json").write_text(json.dumps(R))
+    md = report_cifar.section(tmp_path, png=False).split("## Training length")[0]
+    assert "so the gap JR opens is expected to widen with training, which these runs cannot show." in md
 
 
 def test_schedule_study_robustness_sits_beside_its_short_twin_and_out_of_the_figures(tmp_path):
