@@ -124,6 +124,17 @@ def schedule_study(all_runs: list[dict]) -> list[dict]:
     return out
 
 
+def study_jacobians(study: list[dict], seed: int) -> dict:
+    """Final test ||J||_F (normalized input) of one seed's :func:`schedule_study` pairs:
+    {'long': {mix: norm}, 'short': {mix: norm}}, 'short' only for mixes whose short twin was trained."""
+    out = {"short": {}, "long": {}}
+    for p in (p for p in study if p["seed"] == seed):
+        out["long"][p["variant"]] = p["long"]["metrics"]["jac_fro_normalized"]
+        if p["short"]:
+            out["short"][p["variant"]] = p["short"]["metrics"]["jac_fro_normalized"]
+    return out
+
+
 def schedule_study_figure(study: list[dict]):
     """Test accuracy and ||J||_F against iteration for every run of :func:`schedule_study` pairs: each mix in
     its colour, the short run dotted, the longer one solid, the paper's final accuracy as a dashed line."""
@@ -157,7 +168,7 @@ def schedule_study_markdown(study: list[dict]) -> tuple[str, str]:
     n_sh = CIFAR_SCHEDULES["short"]["iterations"]
     h0 = study[0]["long"].get("history") or []
     step = f"{h0[-1]['iteration'] - h0[-2]['iteration']:,} it." if len(h0) >= 2 else "evaluation interval"
-    rows, curves, acc, jac, same = [], [], {"short": {}, "long": {}}, {"short": {}, "long": {}}, []
+    rows, curves, acc, same = [], [], {"short": {}, "long": {}}, []
     for p in study:
         lo, sh = p["long"], p["short"]
         paper, hl = PAPER_TABLE_S3[p["variant"]], lo.get("history") or []
@@ -176,8 +187,6 @@ def schedule_study_markdown(study: list[dict]) -> tuple[str, str]:
         if sh and p["seed"] == study[0]["seed"]:
             acc["short"][p["variant"]] = 100 * sh["metrics"]["test_acc"]
             acc["long"][p["variant"]] = 100 * lo["metrics"]["test_acc"]
-            jac["short"][p["variant"]] = sh["metrics"]["jac_fro_normalized"]
-            jac["long"][p["variant"]] = lo["metrics"]["jac_fro_normalized"]
         by_it = {h["iteration"]: h for h in (sh or {}).get("history") or []}
         first = hl[0] if hl else None
         if first and first["iteration"] in by_it and first["iteration"] <= min(sh["config"]["milestones"] or [0]):
@@ -202,7 +211,8 @@ def schedule_study_markdown(study: list[dict]) -> tuple[str, str]:
         md.append(f"Ranked by test accuracy (seed {study[0]['seed']}): after {n_sh:,} iterations "
                   f"{_ranking(acc['short'])}; after {n_lo:,} {_ranking(acc['long'])}; the paper after "
                   f"{PAPER_ITERATIONS:,} {_ranking(paper)}.\n")
-    if {"none", "JR"} <= set(jac["long"]):  # the paper's central number, at each length
+    jac = study_jacobians(study, study[0]["seed"])
+    if {"none", "JR"} <= set(jac["short"]):  # the paper's central number, at each length
         cut = {n: jac[n]["none"] / jac[n]["JR"] for n in ("short", "long")}
         pj = PAPER_TABLE_S3["none"]["jac"][0] / PAPER_TABLE_S3["JR"]["jac"][0]
         md.append(f"JR's cut of ‖J‖_F against no regularization (seed {study[0]['seed']}, ‖J‖_F none / JR): after "
@@ -463,12 +473,10 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           table_s3_markdown(rows), ""]
     if none[2] and jr[2]:
         hist = [(h["iteration"], h["jac_fro_normalized"]) for h in (_ddnet(runs, "none")[0].get("history") or [])]
-        longer = {p["variant"]: p["long"] for p in study if p["seed"] == 0}
+        longer = study_jacobians(study, 0)["long"]
         widened = (f"; in the training-length study below, 5× longer training widened it to "
-                   f"{longer['none']['metrics']['jac_fro_normalized'] / longer['JR']['metrics']['jac_fro_normalized']:.1f}× "
-                   f"(seed 0: {longer['none']['metrics']['jac_fro_normalized']:.2f} → "
-                   f"{longer['JR']['metrics']['jac_fro_normalized']:.2f})." if {"none", "JR"} <= set(longer)
-                   else ", which these runs cannot show.")
+                   f"{longer['none'] / longer['JR']:.1f}× (seed 0: {longer['none']:.2f} → {longer['JR']:.2f})."
+                   if {"none", "JR"} <= set(longer) else ", which these runs cannot show.")
         trend = (" The unregularized DDNet's norm was still growing when our schedule ended ("
                  + ", ".join(f"{j:.2f} at iteration {i:,}" for i, j in hist)
                  + "); in the paper it reaches 115 after 150,000 iterations, so the gap JR opens is expected to widen "
