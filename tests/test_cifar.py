@@ -242,11 +242,13 @@ def test_resnet_clean_table_lists_every_mix_and_the_jr_cut(tmp_path):
 
 
 def test_schedule_experiment_is_the_short_schedule_stretched_five_times():
-    """The 'schedule' side study: DDNet none, dropout, L2, JR at 7,500 iterations, lr /10 at the same 60%/80% of the
-    run as 'short', evaluated at the same iterations; only its runs count as the study (is_schedule_study)."""
+    """The 'schedule' side study: DDNet none, dropout, L2, JR, All Combined at 7,500 iterations, lr /10 at the same
+    60%/80% of the run as 'short', evaluated at the same iterations; only its runs count as the study
+    (is_schedule_study)."""
     study = grid.experiment_configs("schedule", [0, 1], "paper", dataset="cifar10")  # 'medium' whatever the grid's
     short = grid.variant_config("none", 0, "short", "cifar10")
-    assert [(c.label(), c.seed) for c in study] == [(v, s) for s in (0, 1) for v in ("none", "dropout", "L2", "JR")]
+    assert [(c.label(), c.seed) for c in study] == [(v, s) for s in (0, 1)
+                                                    for v in ("none", "dropout", "L2", "JR", "L2+dropout+JR")]
     s = study[0]
     assert (s.iterations, s.milestones) == (5 * short.iterations, tuple(5 * m for m in short.milestones))
     assert s.eval_every == short.eval_every and s.lr == short.lr == 0.01 and s.model == "ddnet"
@@ -287,7 +289,7 @@ def test_schedule_study_gets_its_own_table_and_leaves_table_s3_alone(tmp_path):
     (tmp_path / "plain" / "cifar10_runs.json").write_text(json.dumps(R))
     assert "## Training length" not in report_cifar.section(tmp_path / "plain", png=False)
     assert "training-length study" not in report_cifar.section(tmp_path / "plain", png=False)
-    assert ("- the training-length study (not in the paper): L2 and JR at 7,500 iterations, seed 0: "
+    assert ("- the training-length study (not in the paper): L2, JR and L2+dropout+JR at 7,500 iterations, seed 0: "
             "`python -m jacviz grid --dataset cifar10 --experiments schedule --seeds 0`") in md.split("not yet reproduced")[1]
     sec = md.split("## Training length: DDNet, 7,500 iterations against 1,500")[1].split("\n## ")[0]
     summary = [line for line in sec.split("<details>")[0].splitlines() if line.startswith("| ")]
