@@ -25,8 +25,9 @@ With --dataset cifar10 (Appendix E; lr 0.01 DDNet, 0.1 ResNet-18):
   defended  DDNet, L2+dropout base with +AT, +JR, +JR+AT (Figure S3b/c, S5e)
   fewshot   DDNet, the Table-S3 mixes on k = 1, 3, 10, 30 samples per class
   resnet    ResNet-18 (L2, no dropout): none, L2, JR, L2+JR, L2+AT, L2+JR+AT (Figure S4, S5c/f)
-  schedule  DDNet none, dropout, L2, JR on the 'medium' schedule (the short one stretched 5x), to measure
-            how far test accuracy and ||J||_F move with training length (not in the paper)
+  schedule  DDNet none, dropout, L2, JR, L2+dropout+JR on the 'medium' schedule (the short one
+            stretched 5x), to measure how far test accuracy and ||J||_F move with training length
+            (not in the paper)
 
 Schedules: 'paper' is 150k iterations, lr /10 at 50k and 100k; 'short' is, for LeNet' on MNIST,
 10 epochs (6000 iterations), lr /10 at 1800 and 3600, which reaches the paper's full-data
