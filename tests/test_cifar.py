@@ -144,6 +144,27 @@ def test_table_s3_from_the_recorded_runs():
         assert f"- DDNet few-shot k={k}: {lo if lo == hi else f'{lo}–{hi}'} of 15 runs per regularizer" in md
 
 
+def test_full_data_notes_average_every_seed_not_just_the_first():
+    """With several seeds in a full-data cell, the 'still rose' note and the ||J||_F trend sentence give
+    means over the cell's runs (computed here from their histories), not seed 0's numbers."""
+    if not CIFAR_RUNS.is_file():
+        pytest.skip("no reproduction/cifar10_runs.json in this checkout")
+    R = json.loads(CIFAR_RUNS.read_text())
+    rows = {(r["regularizer"], r["column"]): r for r in report_cifar.table_s3_rows(R["runs"], R.get("diverged", []))}
+    none = report_cifar._ddnet(R["runs"], "none")
+    if len(none) < 2:
+        pytest.skip("one seed of the unregularized DDNet: nothing to average")
+    hs = [r["history"] for r in none]
+    before = 100 * sum(h[-2]["test_acc"] for h in hs) / len(hs)
+    after = 100 * sum(h[-1]["test_acc"] for h in hs) / len(hs)
+    assert f"from {before:.1f} to {after:.1f} (mean of {len(hs)} runs)" in rows[("none", "all")]["note"]
+    hist = report_cifar.mean_history(none, "jac_fro_normalized")
+    assert [i for i, _ in hist] == [h["iteration"] for h in hs[0]]
+    assert hist[-1][1] == pytest.approx(sum(h[-1]["jac_fro_normalized"] for h in hs) / len(hs))
+    md = report_cifar.section(CIFAR_RUNS.parent, png=False)
+    assert f"{hist[-1][1]:.2f} at iteration {hist[-1][0]:,}, means of {len(none)} runs" in md
+
+
 def test_a_collapsed_few_shot_run_is_named_in_its_cell_and_kept_in_the_mean():
     """A finished run whose network ends with the same logits for every input (‖J‖_F 0, 10% test
     accuracy: DDNet + dropout on 1 image per class at lr 0.01, seed 4) is named in its Table S3 cell's
