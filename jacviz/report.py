@@ -720,7 +720,8 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
 
 def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
     """How long the runs took, by kind: [kind, runs, median s, min–max s, total h] (training wall time
-    as the trainer measured it, evaluations included; robustness per model as the grid measured it)."""
+    as the trainer measured it, evaluations included; robustness per model as the grid measured it).
+    Runs on a GPU (checkpoint meta / robustness environment device 'cuda...') are kinds of their own."""
     groups: dict[str, list[float]] = {}
 
     def kind(cfg: dict) -> str:
@@ -736,16 +737,21 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
             parts.append("FGSM AT")
         return ", ".join(parts) if len(parts) > 1 else parts[0] + ", no JR/AT"
 
+    def where(env: dict) -> str:
+        # GPU runs get their own rows: a CPU median mixed with seconds-long GPU runs would describe neither
+        dev = str(env.get("device") or "cpu")
+        return "" if dev.startswith("cpu") else f", on {env.get('device_name') or dev} (GPU)"
+
     for r in runs:
         t = r["metrics"].get("train_time_s")
         if t:
-            groups.setdefault(kind(r["config"]), []).append(float(t))
+            groups.setdefault(kind(r["config"]) + where(r.get("meta", {})), []).append(float(t))
     for m in (rob or {}).get("models", []):
         if m.get("wall_s"):
             model = m.get("config", {}).get("model", "lenet")
             name = "LeNet'" if model == "lenet" else model
             groups.setdefault(f"robustness of one {name} model, n={m['n']}, "
-                              f"CW {m.get('cw_preset', '?')}", []).append(m["wall_s"])
+                              f"CW {m.get('cw_preset', '?')}" + where(m.get("environment", {})), []).append(m["wall_s"])
     return [[k, len(v), f"{np.median(v):.0f}", f"{min(v):.0f}–{max(v):.0f}", f"{sum(v) / 3600:.2f}"]
             for k, v in sorted(groups.items(), key=lambda kv: (kv[0].startswith("robustness"), kv[0]))]
 

@@ -309,6 +309,24 @@ def _machine(meta: dict) -> str:
     return f"{meta.get('device', 'an unrecorded device')} ({', '.join(p for p in parts if p)})"
 
 
+def _on_gpu(runs: list[dict]) -> list[dict]:
+    """The runs whose checkpoint meta says they were trained on a CUDA device."""
+    return [r for r in runs if str(r.get("meta", {}).get("device", "cpu")).startswith("cuda")]
+
+
+def _gpu_note(gpu_runs: list[dict]) -> str:
+    """'3 runs (k=10 seed 1: dropout, JR, L2+dropout+JR) were trained on a GPU (NVIDIA H200, torch 2.11.0+cu130,
+    2026-12-04)' for few-shot runs trained on a GPU."""
+    cells: dict = {}
+    for r in gpu_runs:
+        cells.setdefault((r["config"]["few_shot_k"], r["config"]["seed"]), []).append(r["label"].split(" (")[0])
+    where = sorted({f"{r['meta'].get('device_name', '?')}, torch {r['meta'].get('torch', '?')}, {r['meta'].get('date', '?')}"
+                    for r in gpu_runs})
+    what = "; ".join(f"k={k} seed {s}: {', '.join(v)}" for (k, s), v in sorted(cells.items()))
+    n = len(gpu_runs)
+    return f"{n} run{'' if n == 1 else 's'} ({what}) {'was' if n == 1 else 'were'} trained on a GPU ({'; '.join(where)})"
+
+
 def resnet_rows(runs: list[dict]) -> list[list[str]]:
     """One row per ResNet-18 mix (Figure S4's six): [mix, seeds, test accuracy %, ||J||_F, training time].
 
@@ -335,7 +353,8 @@ def resnet_markdown(runs: list[dict]) -> str:
 
 def _plain(runs: list[dict], model: str) -> list[dict]:
     return [r for r in runs if r["config"].get("model") == model and not r["config"].get("few_shot_k")
-            and not r["config"].get("jr") and not r["config"].get("adv_train") and r["metrics"].get("train_time_s")]
+            and not r["config"].get("jr") and not r["config"].get("adv_train") and r["metrics"].get("train_time_s")
+            and not _on_gpu([r])]  # the text quoting these medians speaks of the CPU
 
 
 def plain_step_seconds(runs: list[dict], model: str) -> float | None:
@@ -452,7 +471,10 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           f"- **Schedule**: {schedule_name(runs)} — "
           + (f"{'/'.join(f'{i:,}' for i in its)} SGD iterations ({'/'.join(f'{i / 500:g}' for i in its)} epochs), batch 100, momentum 0.9, lr 0.01 (DDNet) / "
              "0.1 (ResNet-18) ÷10 after 60% and 80% of them. The paper trains 150,000 iterations (300 epochs), "
-             "÷10 after 50k and 100k. No GPU was lent to the sessions that made these runs; on their 2-core CPU "
+             "÷10 after 50k and 100k. "
+             + ("No GPU was lent to the sessions that made these full-data runs; " if not _on_gpu(full) else
+                f"{len(_on_gpu(full))} of these full-data runs were trained on a GPU; ")
+             + "on the sessions' 2-core CPU "
              + "; ".join(f"a plain {name} step took {t:.2f} s (median over runs, evaluations included; "
                          f"{_threads(full, m)}), so the paper's schedule would take ~{t * PAPER_ITERATIONS / 3600:.0f} h "
                          f"a plain {name} run"
@@ -467,6 +489,9 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           "full-batch SGD (momentum 0.9) at constant lr 0.01 for 10,000 iterations, as the paper; "
           + (f"{len(runs) - len(full)} runs, {per_cell} per cell we ran (the paper averages 15), so a cell of ours "
              "is the mean of that many draws of the k images"
+             + (f"; {_gpu_note(_on_gpu([r for r in runs if r['config'].get('few_shot_k')]))}, the others on the "
+                "2-core CPU (the same protocol and code; only the hardware differs)"
+                if _on_gpu([r for r in runs if r["config"].get("few_shot_k")]) else "")
              + (f"; {len(div_fs)} more diverged (loss NaN; the table's notes say which) and "
                 f"{'is' if len(div_fs) == 1 else 'are'} left out" if div_fs else "") + "."
              if len(runs) > len(full) else "not run yet."),

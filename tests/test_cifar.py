@@ -445,3 +445,29 @@ def test_schedule_study_robustness_sits_beside_its_short_twin_and_out_of_the_fig
     assert not any("[" in g["label"] for g in collected["groups"])
     after = md.split("## Robustness, DDNet")[1].split("\n## ")[0]
     assert "7,500" not in after and sum(line.startswith("| none |") for line in after.splitlines()) == 1
+
+
+def test_gpu_runs_are_timed_apart_and_named_in_the_report(tmp_path):
+    """A run trained on a GPU (checkpoint meta device 'cuda') gets a Compute row of its own — its seconds
+    would otherwise drag a CPU median down — and the few-shot bullet names it with the GPU and torch
+    version; the CPU step-time sentence reads only CPU runs."""
+    if not CIFAR_RUNS.is_file():
+        pytest.skip("no reproduction/cifar10_runs.json in this checkout")
+    R = json.loads(CIFAR_RUNS.read_text())
+    cpu = [r for r in R["runs"] if r["config"].get("few_shot_k") == 1 and r["label"] == "none (1/class)"
+           and str(r["meta"].get("device", "cpu")).startswith("cpu")]
+    assert cpu, "the recorded runs have CPU few-shot k=1 runs"
+    gpu = json.loads(json.dumps(cpu[0]))
+    gpu["key"], gpu["config"]["seed"] = "0123456789", 99
+    gpu["metrics"]["train_time_s"] = 12.5
+    gpu["meta"].update(device="cuda:0", device_name="Test GPU", torch="9.9.9", date="2099-01-01")
+    rows = report.timing_rows(cpu + [gpu])
+    by_kind = {r[0]: r for r in rows}
+    cpu_kind = "ddnet, few-shot k=1, full batch 10, 10k iterations, no JR"
+    assert by_kind[cpu_kind][1] == len(cpu) and by_kind[cpu_kind + ", on Test GPU (GPU)"][1:3] == [1, "12"]
+    (tmp_path / "cifar10_runs.json").write_text(json.dumps({**R, "runs": R["runs"] + [gpu]}))
+    md = report_cifar.section(tmp_path, png=False)
+    bullet = next(line for line in md.splitlines() if line.startswith("- **Few-shot**"))
+    assert "k=1 seed 99: none" in bullet and "Test GPU, torch 9.9.9, 2099-01-01" in bullet
+    assert "| ddnet, few-shot k=1, full batch 10, 10k iterations, no JR, on Test GPU (GPU) | 1 | 12 |" in md
+    assert "No GPU was lent to the sessions that made these full-data runs" in md
