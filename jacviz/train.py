@@ -165,6 +165,12 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     torch.manual_seed(config.seed)
     model = models.build(config.model, dropout=config.dropout).to(dev)
     std = models.input_std(model)
+    if not config.few_shot_k and config.dataset == "cifar10":
+        from .fewshot_pack import is_subset_only
+        if is_subset_only(data.data_root()):  # never train on the zeros that stand in for uncarried images
+            raise data.DatasetMissingError(
+                f"{data.data_root()} holds only CIFAR-10's few-shot subsets (python -m jacviz.fewshot_pack); "
+                "all-data training needs the full cifar-10-batches-py")
     x_train, y_train = data.load(config.dataset, "train")
     if config.few_shot_k:
         idx = data.few_shot_indices(y_train, config.few_shot_k, config.seed)
