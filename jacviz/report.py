@@ -675,8 +675,8 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           (_md_table(["n_proj", "runs", "final test acc. (%)", "final ‖J‖_F", "training wall time (s)", "time / unregularized run"],
                      nproj_rows) + "\n\nWall times are whole runs (with evaluations) on the machine above, 1 torch thread, "
            "with another run sharing the CPU; `benchmarks/jr_overhead.py` measures the per-step cost without that noise "
-           "(README: LeNet' n_proj=1 1.92×, n_proj=3 3.53×, exact 7.77× a plain step on this 2-core CPU; paper on a GPU: "
-           "≈1.3× for n_proj=1).") if nproj_rows else "",
+           "(README: LeNet' n_proj=1 1.92×, n_proj=3 3.53×, exact 7.77× a plain step on this 2-core CPU; 2.02×, 3.64×, "
+           "8.91× on an NVIDIA H200, 2026-12-04; paper on a GPU: ≈1.3× for n_proj=1).") if nproj_rows else "",
           "",
           "## Figures 3, S5, S6: robustness\n",
           (robustness_markdown(rrows) + "\n\nMedian minimal L2 fooling distance over the test images (∞ where over half "
