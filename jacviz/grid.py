@@ -467,8 +467,9 @@ every kind of run with its measured times.""")
                    help="folders whose finished checkpoints count as done (default: the shipped seed-0 models "
                         "and checkpoints/seeds/, the other seeds kept in git)")
     p.add_argument("--results", default=str(RESULTS_DIR), help="where the results JSON files go")
-    p.add_argument("--workers", type=int, default=1, help="processes (on one GPU they share it: 14 few-shot DDNet runs at once on an NVIDIA H200 made "
-                        "about 2x the progress of one run alone, 2026-12-04)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes (on one GPU they share it: 14 few-shot DDNet runs at once on an NVIDIA H200 "
+                        "made about 2x the progress of one run alone, 2026-12-04)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / workers)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dry-run", action="store_true", help="print the plan and what is done, run nothing")

@@ -718,6 +718,11 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
     return text
 
 
+def on_gpu(env: dict) -> bool:
+    """Whether a run's checkpoint meta (or a robustness record's environment) names a CUDA device."""
+    return str(env.get("device") or "cpu").startswith("cuda")
+
+
 def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
     """How long the runs took, by kind: [kind, runs, median s, min–max s, total h] (training wall time
     as the trainer measured it, evaluations included; robustness per model as the grid measured it).
@@ -739,8 +744,7 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
 
     def where(env: dict) -> str:
         # GPU runs get their own rows: a CPU median mixed with seconds-long GPU runs would describe neither
-        dev = str(env.get("device") or "cpu")
-        return "" if dev.startswith("cpu") else f", on {env.get('device_name') or dev} (GPU)"
+        return f", on {env.get('device_name') or env.get('device')} (GPU)" if on_gpu(env) else ""
 
     for r in runs:
         t = r["metrics"].get("train_time_s")

@@ -16,7 +16,7 @@ import numpy as np
 from .grid import (CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1,
                    is_schedule_study, variant_config)
 from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
-                     diverged_note, draw_noise_note, jacobian_reduction, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci,
+                     diverged_note, draw_noise_note, jacobian_reduction, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci, on_gpu,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
                      timing_rows, write_pngs)
 
@@ -311,7 +311,7 @@ def _machine(meta: dict) -> str:
 
 def _on_gpu(runs: list[dict]) -> list[dict]:
     """The runs whose checkpoint meta says they were trained on a CUDA device."""
-    return [r for r in runs if str(r.get("meta", {}).get("device", "cpu")).startswith("cuda")]
+    return [r for r in runs if on_gpu(r.get("meta", {}))]
 
 
 def _gpu_note(gpu_runs: list[dict]) -> str:
@@ -456,6 +456,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
     full = [r for r in runs if not r["config"].get("few_shot_k")]
     its = sorted({r["config"]["iterations"] for r in full})
     div_fs = [d for d in diverged if d["config"].get("few_shot_k")]
+    fs_gpu = _on_gpu([r for r in runs if r["config"].get("few_shot_k")])
     cells = Counter((r["label"], r["config"]["few_shot_k"]) for r in runs if r["config"].get("few_shot_k"))
     per_cell = "–".join(map(str, sorted({min(cells.values(), default=0), max(cells.values(), default=0)})))
     red = jacobian_reduction(runs, "ddnet", "cifar10")
@@ -489,9 +490,8 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           "full-batch SGD (momentum 0.9) at constant lr 0.01 for 10,000 iterations, as the paper; "
           + (f"{len(runs) - len(full)} runs, {per_cell} per cell we ran (the paper averages 15), so a cell of ours "
              "is the mean of that many draws of the k images"
-             + (f"; {_gpu_note(_on_gpu([r for r in runs if r['config'].get('few_shot_k')]))}, the others on the "
-                "2-core CPU (the same protocol and code; only the hardware differs)"
-                if _on_gpu([r for r in runs if r["config"].get("few_shot_k")]) else "")
+             + (f"; {_gpu_note(fs_gpu)}, the others on the 2-core CPU (the same protocol and code; only the "
+                "hardware differs)" if fs_gpu else "")
              + (f"; {len(div_fs)} more diverged (loss NaN; the table's notes say which) and "
                 f"{'is' if len(div_fs) == 1 else 'are'} left out" if div_fs else "") + "."
              if len(runs) > len(full) else "not run yet."),
