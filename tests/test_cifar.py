@@ -450,7 +450,7 @@ def test_schedule_study_robustness_sits_beside_its_short_twin_and_out_of_the_fig
 def test_gpu_runs_are_timed_apart_and_named_in_the_report(tmp_path):
     """A run trained on a GPU (checkpoint meta device 'cuda') gets a Compute row of its own — its seconds
     would otherwise drag a CPU median down — and the few-shot bullet names it with the GPU and torch
-    version; the CPU step-time sentence reads only CPU runs."""
+    version, while the schedule bullet still says no GPU made the full-data runs."""
     if not CIFAR_RUNS.is_file():
         pytest.skip("no reproduction/cifar10_runs.json in this checkout")
     R = json.loads(CIFAR_RUNS.read_text())
