@@ -354,7 +354,7 @@ def resnet_markdown(runs: list[dict]) -> str:
 def _plain(runs: list[dict], model: str) -> list[dict]:
     return [r for r in runs if r["config"].get("model") == model and not r["config"].get("few_shot_k")
             and not r["config"].get("jr") and not r["config"].get("adv_train") and r["metrics"].get("train_time_s")
-            and not _on_gpu([r])]  # the text quoting these medians speaks of the CPU
+            and not on_gpu(r.get("meta", {}))]  # the text quoting these medians speaks of the CPU
 
 
 def plain_step_seconds(runs: list[dict], model: str) -> float | None:
@@ -457,6 +457,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
     its = sorted({r["config"]["iterations"] for r in full})
     div_fs = [d for d in diverged if d["config"].get("few_shot_k")]
     fs_gpu = _on_gpu([r for r in runs if r["config"].get("few_shot_k")])
+    full_gpu = _on_gpu(full)
     cells = Counter((r["label"], r["config"]["few_shot_k"]) for r in runs if r["config"].get("few_shot_k"))
     per_cell = "–".join(map(str, sorted({min(cells.values(), default=0), max(cells.values(), default=0)})))
     red = jacobian_reduction(runs, "ddnet", "cifar10")
@@ -473,8 +474,8 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           + (f"{'/'.join(f'{i:,}' for i in its)} SGD iterations ({'/'.join(f'{i / 500:g}' for i in its)} epochs), batch 100, momentum 0.9, lr 0.01 (DDNet) / "
              "0.1 (ResNet-18) ÷10 after 60% and 80% of them. The paper trains 150,000 iterations (300 epochs), "
              "÷10 after 50k and 100k. "
-             + ("No GPU was lent to the sessions that made these full-data runs; " if not _on_gpu(full) else
-                f"{len(_on_gpu(full))} of these full-data runs were trained on a GPU; ")
+             + ("No GPU was lent to the sessions that made these full-data runs; " if not full_gpu else
+                f"{len(full_gpu)} of these full-data runs were trained on a GPU; ")
              + "on the sessions' 2-core CPU "
              + "; ".join(f"a plain {name} step took {t:.2f} s (median over runs, evaluations included; "
                          f"{_threads(full, m)}), so the paper's schedule would take ~{t * PAPER_ITERATIONS / 3600:.0f} h "

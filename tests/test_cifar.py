@@ -455,7 +455,7 @@ def test_gpu_runs_are_timed_apart_and_named_in_the_report(tmp_path):
         pytest.skip("no reproduction/cifar10_runs.json in this checkout")
     R = json.loads(CIFAR_RUNS.read_text())
     cpu = [r for r in R["runs"] if r["config"].get("few_shot_k") == 1 and r["label"] == "none (1/class)"
-           and str(r["meta"].get("device", "cpu")).startswith("cpu")]
+           and not report.on_gpu(r["meta"])]
     assert cpu, "the recorded runs have CPU few-shot k=1 runs"
     gpu = json.loads(json.dumps(cpu[0]))
     gpu["key"], gpu["config"]["seed"] = "0123456789", 99
