@@ -1,11 +1,20 @@
 """Time per training step: plain SGD vs JR (n_proj = 1, 3, exact), as ratios to plain, one run.
 
     python benchmarks/jr_overhead.py [--models lenet,ddnet,resnet18] [--devices cpu,cuda] [--steps 30]
-                                     [--nproj 1,3,exact]
+                                     [--nproj 1,3,exact] [--batch 100,400] [--profile] [--cuda-graph]
 
 Each step is the full training step of jacviz.train (forward, CE, penalty, backward, SGD update)
 on random [0,1] batches of 100 (timing does not depend on pixel values). Median over --steps
 after warm-up. The paper reports ~1.3x for n_proj = 1 (LeNet', GP100) and ~2x (ResNet-18).
+
+Why the GPU ratio can differ from the FLOP ratio: at batch 100 a step of these small networks
+may be bound by launching kernels (CPU time per op), not by GPU arithmetic, and JR's double
+backward launches several times as many ops. Three switches test that on a GPU in one call:
+  --batch 100,400   the ratio at several batch sizes (launch-bound ratios fall as batches grow);
+  --profile         ops dispatched per step (CPU: aten ops; CUDA: kernels launched), plain vs
+                    n_proj = 1, and the ops taking the most time in the JR step (torch.profiler);
+  --cuda-graph      also time each step captured once into a CUDA graph and replayed (PyTorch's
+                    whole-network capture), which removes per-kernel launch cost (CUDA only).
 """
 from __future__ import annotations
 
@@ -22,30 +31,95 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models  # noqa: E402
+from _common import sync  # noqa: E402
 from jacviz.jacobian import jacobian_penalty  # noqa: E402
 
 
+def _train_step(model, opt, x, y, n_proj, std) -> None:
+    """One training step as jacviz.train takes it (lambda_JR = 0.01, i.e. 0.005 * ||J||^2)."""
+    xr = x.clone().requires_grad_(n_proj != "plain")
+    logits = model(xr)
+    loss = F.cross_entropy(logits, y)
+    if n_proj != "plain":
+        loss = loss + 0.005 * std ** 2 * jacobian_penalty(xr, logits, None if n_proj == "exact" else n_proj)
+    loss.backward()
+    opt.step()
+
+
 def step_time(model, x, y, n_proj, steps, device) -> float:
+    """Median seconds per eager training step over ``steps`` steps after 3 warm-up steps."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     std = models.input_std(model)
     times = []
     for i in range(steps + 3):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         t = time.perf_counter()
-        xr = x.clone().requires_grad_(n_proj != "plain")
-        logits = model(xr)
-        loss = F.cross_entropy(logits, y)
-        if n_proj != "plain":
-            loss = loss + 0.005 * std ** 2 * jacobian_penalty(xr, logits, None if n_proj == "exact" else n_proj)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _train_step(model, opt, x, y, n_proj, std)
+        sync(device)
         if i >= 3:
             times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def graph_step_time(model, x, y, n_proj, steps, device) -> float:
+    """Median seconds per training step captured once into a CUDA graph and replayed.
+
+    PyTorch's documented whole-network capture: warm-up on a side stream, then capture
+    forward, penalty, backward and SGD step; gradients stay allocated (zeroed in the graph).
+    Random projections are drawn inside the graph, fresh on each replay.
+    """
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    std = models.input_std(model)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            opt.zero_grad(set_to_none=False)
+            _train_step(model, opt, x, y, n_proj, std)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=False)
+    with torch.cuda.graph(graph):
+        opt.zero_grad(set_to_none=False)
+        _train_step(model, opt, x, y, n_proj, std)
+    times = []
+    for i in range(steps + 3):
+        sync(device)
+        t = time.perf_counter()
+        graph.replay()
+        sync(device)
+        if i >= 3:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def profile_step(model, x, y, n_proj, device, top: int = 0) -> int:
+    """Ops dispatched in one eager training step: CUDA kernels on a GPU, aten ops on a CPU.
+
+    top > 0 also prints the ``top`` ops with the most self time in that step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    std = models.input_std(model)
+    for _ in range(2):  # warm-up outside the profile (cuDNN autotuning, allocator)
+        opt.zero_grad(set_to_none=True)
+        _train_step(model, opt, x, y, n_proj, std)
+    sync(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        opt.zero_grad(set_to_none=True)
+        _train_step(model, opt, x, y, n_proj, std)
+        sync(device)
+    events = prof.events()
+    if device.type == "cuda":
+        n = sum(1 for e in events if str(e.device_type).endswith("CUDA"))
+    else:
+        n = sum(1 for e in events if e.name.startswith("aten::"))
+    if top:
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=top))
+    return n
 
 
 def main() -> None:
@@ -53,8 +127,12 @@ def main() -> None:
     p.add_argument("--models", default="lenet,ddnet")
     p.add_argument("--devices", default="cpu,cuda")
     p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--batch", default="100", help="batch sizes, comma-separated (default 100, the paper's)")
     p.add_argument("--nproj", default="1,3,exact", help="penalties to time, e.g. 1 for ResNet-18 on a CPU")
+    p.add_argument("--profile", action="store_true",
+                   help="count ops per step (plain vs n_proj = 1) and list the JR step's 15 costliest ops")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="also time steps replayed from a captured CUDA graph (CUDA devices only)")
     a = p.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}")
@@ -65,17 +143,37 @@ def main() -> None:
         device = torch.device(dev_name)
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'})"
         for name in a.models.split(","):
-            torch.manual_seed(0)
-            model = models.build(name).to(device).train()
-            shape = model.input_shape
-            x = torch.rand(a.batch, *shape, device=device)
-            y = torch.randint(0, 10, (a.batch,), device=device)
-            base = step_time(model, x, y, "plain", a.steps, device)
-            row = [f"{name:8s} {label}: plain {base * 1e3:7.1f} ms"]
-            for n in [v if v == "exact" else int(v) for v in a.nproj.split(",")]:
-                t = step_time(model, x, y, n, a.steps if n != "exact" else max(5, a.steps // 3), device)
-                row.append(f"n_proj={n}: {t / base:5.2f}x")
-            print(" | ".join(row), flush=True)
+            for batch in [int(b) for b in a.batch.split(",")]:
+                torch.manual_seed(0)
+                model = models.build(name).to(device).train()
+                shape = model.input_shape
+                x = torch.rand(batch, *shape, device=device)
+                y = torch.randint(0, 10, (batch,), device=device)
+                base = step_time(model, x, y, "plain", a.steps, device)
+                row = [f"{name:8s} {label} batch {batch}: plain {base * 1e3:7.1f} ms"]
+                for n in [v if v == "exact" else int(v) for v in a.nproj.split(",")]:
+                    t = step_time(model, x, y, n, a.steps if n != "exact" else max(5, a.steps // 3), device)
+                    row.append(f"n_proj={n}: {t / base:5.2f}x")
+                print(" | ".join(row), flush=True)
+                if a.cuda_graph and device.type == "cuda":
+                    try:
+                        gbase = graph_step_time(model, x, y, "plain", a.steps, device)
+                        g1 = graph_step_time(model, x, y, 1, a.steps, device)
+                    except RuntimeError as exc:  # capture rejects host syncs; say so, keep the eager rows
+                        print(f"{'':8s} CUDA graph, batch {batch}: capture failed: {exc}", flush=True)
+                        continue
+                    print(f"{'':8s} CUDA graph, batch {batch}: plain {gbase * 1e3:7.1f} ms "
+                          f"({base / gbase:.2f}x faster than eager) | n_proj=1: {g1 / gbase:5.2f}x "
+                          f"({g1 * 1e3:.1f} ms)", flush=True)
+                elif a.cuda_graph:
+                    print(f"{'':8s} CUDA graph: not on {dev_name}, skipped")
+                if a.profile:
+                    what = "CUDA kernels" if device.type == "cuda" else "aten ops"
+                    n_plain = profile_step(model, x, y, "plain", device)
+                    print(f"{'':8s} n_proj=1 step, costliest ops by self time:")
+                    n_jr = profile_step(model, x, y, 1, device, top=15)
+                    print(f"{'':8s} {what} per step: plain {n_plain}, n_proj=1 {n_jr} "
+                          f"({n_jr / max(n_plain, 1):.2f}x)", flush=True)
 
 
 if __name__ == "__main__":

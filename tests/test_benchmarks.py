@@ -1,0 +1,25 @@
+"""The benchmark scripts' measuring helpers, checked for what they count (not for speed)."""
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import jr_overhead  # noqa: E402
+import models  # noqa: E402
+
+
+def test_profile_step_counts_the_double_backward_ops():
+    """A JR step (n_proj = 1) dispatches the plain step's ops plus a second backward pass, so
+    LeNet' must count well over the plain step's aten ops, and a plain step must count at least
+    one op per layer (forward + backward)."""
+    torch.manual_seed(0)
+    dev = torch.device("cpu")
+    model = models.build("lenet").train()
+    x = torch.rand(4, *model.input_shape)
+    y = torch.randint(0, 10, (4,))
+    n_plain = jr_overhead.profile_step(model, x, y, "plain", dev)
+    n_jr = jr_overhead.profile_step(model, x, y, 1, dev)
+    assert n_plain > 2 * len(list(model.modules()))
+    assert n_jr > 1.5 * n_plain
