@@ -365,6 +365,35 @@ def _verdict(ours: float, others: list[float], rel: float = 0.01) -> str:
     return "holds" if ours > best else "does not hold"
 
 
+def _seed_spread(a: tuple | None, n_a: int | None, b: tuple | None, n_b: int | None,
+                 names: tuple[str, str] = ("", "")) -> str:
+    """How far seeds resolve the gap between two median fooling distances, as a clause for a claim.
+
+    ``a``, ``b``: (mean, std over seeds) of one attack's median fooling distance of the models named
+    ``names``; ``n_a``, ``n_b``: their seed counts (None: unknown, no clause). A model with one seed
+    leaves the spread unmeasured. Otherwise the gap's 95% interval is Welch's: t(0.975, ν) ·
+    sqrt(s_a²/n_a + s_b²/n_b), ν from Welch–Satterthwaite; the seeds resolve the gap when it excludes 0."""
+    if a is None or b is None or n_a is None or n_b is None:
+        return ""
+    single = [nm for nm, n in zip(names, (n_a, n_b)) if n < 2]
+    if single:
+        who = " and ".join(single) if all(single) else "each"
+        return f"; one seed of {who}, so how much this gap varies between seeds is not measured"
+    (ma, sa), (mb, sb) = a[:2], b[:2]
+    if not all(map(math.isfinite, (ma, sa, mb, sb))):
+        return ""
+    from scipy import stats
+    va, vb = sa ** 2 / n_a, sb ** 2 / n_b
+    gap = abs(ma - mb)
+    if va + vb == 0:
+        half = 0.0
+    else:
+        dof = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
+        half = float(stats.t.ppf(0.975, dof)) * math.sqrt(va + vb)
+    verdict = "the seeds resolve it" if gap > half else "these seeds do not resolve it"
+    return f"; gap {gap:.3f} ± {half:.3f} (95% interval over seeds, Welch; {n_a} and {n_b} seeds): {verdict}"
+
+
 def claims(rob_rows: list[dict], base: str = "L2+dropout", noise_mixes: Sequence[str] = TABLE1,
            fig: str = "3") -> list[tuple[str, str]]:
     """The paper's qualitative robustness claims, checked on our median fooling distances.
@@ -374,18 +403,28 @@ def claims(rob_rows: list[dict], base: str = "L2+dropout", noise_mixes: Sequence
     noise (Fig. 3a / S3a / S4a; the claim holds when the best of them has JR: "JR" or "…+JR");
     ``fig`` the paper's figure number the claims are named after ("3", "S3", "S4")."""
     med = {r["label"]: r["median"] for r in rob_rows}
+    n_seeds = {r["label"]: r.get("n_seeds") for r in rob_rows}
     out = []
 
     def m(label, attack):
         return med.get(label, {}).get(attack, (math.nan,))[0]
 
+    def spread(a: str, b: str, attack: str) -> str:
+        return _seed_spread(med.get(a, {}).get(attack), n_seeds.get(a), med.get(b, {}).get(attack), n_seeds.get(b),
+                            (a, b))
+
     t1 = {v: m(v, "noise") for v in noise_mixes if v in med}
     if len(t1) >= 2:
-        best = max(t1, key=lambda v: t1[v] if math.isfinite(t1[v]) else math.inf)
-        holds = best == "JR" or best.endswith("+JR")
+        key = lambda v: t1[v] if math.isfinite(t1[v]) else math.inf  # noqa: E731
+        best = max(t1, key=key)
+        has_jr = lambda v: v == "JR" or v.endswith("+JR")  # noqa: E731
+        holds = has_jr(best)
+        # the margin that decides the claim: the best mix against the best of the other kind (JR or not)
+        rival = max((v for v in t1 if has_jr(v) != holds), key=key, default=None)
         out.append((f"Fig. {fig}a: JR is the most effective regularizer against white noise",
                     f"{'holds' if holds else 'does not hold'}: largest median noise fooling distance is {best} "
                     "(" + ", ".join(f"{v} {d:.2f}" for v, d in t1.items()) + ")"
+                    + (spread(best, rival, "noise") if rival else "")
                     + "".join(f"; {v} not evaluated yet" for v in noise_mixes if v not in med)))
     jr_l, at_l, both_l = f"{base}+JR", f"{base}+AT", f"{base}+JR+AT"
     for attack in ("pgd", "cw"):
@@ -393,12 +432,13 @@ def claims(rob_rows: list[dict], base: str = "L2+dropout", noise_mixes: Sequence
         if math.isfinite(jr) and math.isfinite(at):
             out.append((f"Fig. {fig}b/c: JR alone beats FGSM adversarial training against {attack.upper()}",
                         f"{_verdict(jr, [at])}: median {attack.upper()} fooling distance "
-                        f"{jr_l} {jr:.3f} vs {at_l} {at:.3f}"))
+                        f"{jr_l} {jr:.3f} vs {at_l} {at:.3f}" + spread(jr_l, at_l, attack)))
         both, base_d = m(both_l, attack), m(base, attack)
         if math.isfinite(both) and math.isfinite(base_d) and math.isfinite(jr):
             out.append((f"Fig. {fig}b/c: JR + AT is the most robust against {attack.upper()}",
                         f"{_verdict(both, [jr, at if math.isfinite(at) else 0.0])}: "
-                        f"{both_l} {both:.3f}, +JR {jr:.3f}, +AT {at:.3f}, base {base_d:.3f}"))
+                        f"{both_l} {both:.3f}, +JR {jr:.3f}, +AT {at:.3f}, base {base_d:.3f}"
+                        + spread(both_l, jr_l if not math.isfinite(at) or jr >= at else at_l, attack)))
     lam = sorted((r["jr"], r["median"].get("noise", (math.nan,))[0]) for r in rob_rows
                  if r["label"].startswith("L2+dropout") and "AT" not in r["label"] and r["jr"] is not None)
     if len(lam) >= 3:

@@ -57,6 +57,34 @@ def test_a_robustness_cell_never_rounds_one_unfooled_image_to_zero_percent():
     assert report.and_join(["a"]) == "a" and report.and_join(["a", "b", "c"]) == "a, b and c"
 
 
+def test_claims_say_whether_the_seeds_resolve_the_gap_they_rest_on():
+    """A claim's verdict rests on a gap between two medians: one seed leaves its spread unmeasured;
+    with several, the gap's Welch 95% interval t(0.975, ν)·sqrt(s_a²/n_a + s_b²/n_b) must exclude 0."""
+    def row(label, noise, n, pgd=(0.2, 0.0)):
+        return {"label": label, "n_seeds": n, "jr": None, "median": {"noise": noise, "pgd": pgd}}
+
+    one = report.claims([row("none", (6.0, math.nan), 1), row("JR", (5.7, math.nan), 1)], fig="S3")
+    assert one[0][1].startswith("does not hold: largest median noise fooling distance is none")
+    assert "(none 6.00, JR 5.70); one seed of none and JR, so how much this gap varies" in one[0][1]
+    mixed = report.claims([row("none", (6.0, math.nan), 1), row("JR", (5.7, 0.1), 2)])
+    assert "; one seed of none, so" in mixed[0][1]
+    # equal variances and n: ν = 2, t = 4.303; half-width 4.303 · sqrt(0.5²/2 + 0.5²/2) = 2.151 > gap 0.3
+    wide = report.claims([row("none", (6.0, 0.5), 2), row("JR", (5.7, 0.5), 2)])
+    assert "gap 0.300 ± 2.151 (95% interval over seeds, Welch; 2 and 2 seeds): these seeds do not resolve it" in wide[0][1]
+    # a holding JR mix is weighed against the best non-JR mix (L2 here, not none)
+    tight = report.claims([row("none", (5.0, 0.1), 3), row("L2", (5.5, 0.1), 3), row("JR", (6.5, 0.1), 3)])
+    assert tight[0][1].startswith("holds") and "gap 1.000 ± 0.227" in tight[0][1] and "the seeds resolve it" in tight[0][1]
+    # the defended claims weigh +JR against +AT, and +JR+AT against the better of the two
+    base = [row(lab, (5.0, 0.1), 3, pgd) for lab, pgd in (("L2+dropout", (0.20, 0.01)), ("L2+dropout+AT", (0.30, 0.01)),
+                                                          ("L2+dropout+JR", (0.40, 0.01)), ("L2+dropout+JR+AT", (0.41, 0.05)))]
+    pgd = dict(report.claims(base))
+    assert "gap 0.100" in pgd["Fig. 3b/c: JR alone beats FGSM adversarial training against PGD"]
+    assert "the seeds resolve it" in pgd["Fig. 3b/c: JR alone beats FGSM adversarial training against PGD"]
+    assert pgd["Fig. 3b/c: JR + AT is the most robust against PGD"].endswith("these seeds do not resolve it")
+    # rows without a seed count (hand-built) get no clause
+    assert report._seed_spread((1.0, 0.1), None, (2.0, 0.1), 2) == ""
+
+
 def test_draw_noise_inverts_the_papers_interval():
     """The per-run std read back from a 15-run 95% CI is the sample std behind it; a single run two
     standard errors above the mean scores z = 2 (the std of a difference of one run and a 15-run mean)."""
