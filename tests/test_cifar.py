@@ -201,7 +201,8 @@ def test_resnet_robustness_section_names_its_own_mixes(tmp_path):
             r = json.loads(json.dumps(m))
             r["label"] = as_resnet[m["label"]]
             r["config"].update(model="resnet18", dropout=0.0)
-            r["key"] = r["group_key"] = "r" + m["key"][1:]
+            r["key"] = "r" + m["key"][1:]
+            r["group_key"] = "r" + m["group_key"][1:]  # seeds of one mix stay one group, as for real runs
             rob["models"].append(r)
     (tmp_path / "cifar10_robustness.json").write_text(json.dumps(rob))
     (tmp_path / "cifar10_runs.json").write_text(CIFAR_RUNS.read_text())
@@ -211,7 +212,8 @@ def test_resnet_robustness_section_names_its_own_mixes(tmp_path):
                  "figS4a_noise", "figS4b_pgd", "figS4c_cw", "figS5c_resnet18", "figS5f_resnet18"):
         assert stem in figs, stem
     # S4a compares none, L2, JR, L2+JR; S4b the L2 base with +AT, +JR, +JR+AT
-    assert {t.name for t in figs["figS4a_noise"].data if t.name} >= {"none", "L2", "JR", "L2+JR"}
+    # trace names are the mix, with "(mean ± std, n seeds)" appended when several seeds are pooled
+    assert {t.name.split(" (")[0] for t in figs["figS4a_noise"].data if t.name} >= {"none", "L2", "JR", "L2+JR"}
     md = report_cifar.section(tmp_path, png=False)
     ddnet, resnet = md.split("## Robustness, ResNet-18")
     assert "*Not run yet.*" not in resnet.split("## Compute")[0]
