@@ -19,10 +19,8 @@ Spaces: 'normalized' is the paper's convention (Jacobian w.r.t. the model's prep
 """
 from __future__ import annotations
 
-import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .jacobian import jacobian_matrix, jacobian_penalty
+from .machine import cpu_model
 
 
 def relative_variance_bound(C: int, n_proj: int = 1) -> float:
@@ -145,16 +144,7 @@ def machine_name(device: torch.device | str = "cpu") -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    name = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    name = name or platform.processor() or platform.machine()
-    return f"{name}, {torch.get_num_threads()} torch threads"
+    return f"{cpu_model()}, {torch.get_num_threads()} torch threads"
 
 
 def _sync(device: torch.device) -> None:

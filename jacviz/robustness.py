@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from . import attacks as A
+from .machine import cpu_model
 
 ATTACKS = ("noise", "fgsm", "pgd", "cw")
 STRENGTH_NAMES = {"noise": "sigma", "fgsm": "eps", "pgd": "iterations"}
@@ -638,7 +639,7 @@ def environment(device: torch.device) -> dict:
     dev = torch.device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
     return {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "device": str(dev), "device_name": name, "cpu_count": os.cpu_count(),
+            "device": str(dev), "device_name": name, "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 

@@ -30,6 +30,7 @@ from . import checkpoints, data
 from .attacks import fgsm
 from .config import TrainConfig
 from .jacobian import jacobian_frobenius, jacobian_penalty
+from .machine import cpu_model
 
 ProgressFn = Callable[[dict], None]
 # Also save the resume file after this much wall time since the last save: a ResNet-18 JR step took
@@ -270,7 +271,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses
     meta = {"torch": str(torch.__version__), "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
-            "date": time.strftime("%Y-%m-%d"), "torch_threads": torch.get_num_threads()}
+            "cpu_model": cpu_model(), "date": time.strftime("%Y-%m-%d"), "torch_threads": torch.get_num_threads()}
     path = None
     if out_dir:
         path = checkpoints.save(out_dir / f"{key}.pt", model, config, metrics, history, meta)

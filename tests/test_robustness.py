@@ -286,3 +286,20 @@ def test_one_mix_on_two_architectures_is_named_by_architecture():
     assert figs["fooling_cw_cifar10"].layout.title.text == "CIFAR-10: test error vs CW fooling distance"
     (one,) = R.aggregate_seeds([rec("a1", "ddnet")])
     assert one["label"] == "none"  # one architecture: the mix's own name
+
+
+def test_environment_names_the_cpu_model_and_thread_count():
+    """Robustness records say which CPU model and thread count computed them (CPU results are
+    bit-identical only on the same kind of CPU at the same thread count); the model name is
+    /proc/cpuinfo's where there is one, not just the architecture."""
+    from pathlib import Path
+
+    from jacviz.machine import cpu_model
+    from jacviz.robustness import environment
+    env = environment(torch.device("cpu"))
+    assert env["cpu_model"] == cpu_model() and env["torch_threads"] == torch.get_num_threads()
+    info = Path("/proc/cpuinfo")
+    names = [ln.split(":", 1)[1].strip() for ln in (info.read_text().splitlines() if info.exists() else [])
+             if ln.lower().startswith("model name")]
+    if names:
+        assert cpu_model() == names[0]

@@ -9,6 +9,7 @@ import torch
 
 from jacviz import checkpoints
 from jacviz.config import TrainConfig
+from jacviz.machine import cpu_model
 from jacviz.train import fit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +24,8 @@ def test_smoke_run_beats_90_percent(tmp_path):
     ck = checkpoints.load(res.path)
     assert ck.config == cfg and ck.label == "JR"
     assert ck.meta["torch_threads"] == torch.get_num_threads()  # step times are read with it
+    # CPU runs are bit-identical only on the same CPU model at the same thread count: both recorded
+    assert ck.meta["cpu_model"] == cpu_model() and ck.meta["cpu_model"]
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(ck.model(x), res.model(x))
 
