@@ -380,6 +380,8 @@ def _seed_spread(a: tuple | None, n_a: int | None, b: tuple | None, n_b: int | N
         who = " and ".join(single) if all(single) else "each"
         return f"; one seed of {who}, so how much this gap varies between seeds is not measured"
     (ma, sa), (mb, sb) = a[:2], b[:2]
+    if math.inf in (ma, mb):
+        return "; with an unbounded median the spread of this gap over seeds is not measured"
     if not all(map(math.isfinite, (ma, sa, mb, sb))):
         return ""
     from scipy import stats
@@ -427,18 +429,52 @@ def claims(rob_rows: list[dict], base: str = "L2+dropout", noise_mixes: Sequence
                     + (spread(best, rival, "noise") if rival else "")
                     + "".join(f"; {v} not evaluated yet" for v in noise_mixes if v not in med)))
     jr_l, at_l, both_l = f"{base}+JR", f"{base}+AT", f"{base}+JR+AT"
+    never = {r["label"]: r.get("never", {}) for r in rob_rows}
+
+    def rank(label, attack):
+        """Order of robustness: the median fooling distance; an unbounded one (over half of the images
+        never fooled within the budget, in some seed) beats every finite one, and two unbounded ones
+        are ordered by the share of images never fooled."""
+        d = m(label, attack)
+        return (1, never.get(label, {}).get(attack, 0.0)) if d == math.inf else (0, d)
+
+    def compare(label, others, attack):
+        """(verdict, clause) of ``label`` against the strongest of ``others``."""
+        mine, best = rank(label, attack), max(rank(o, attack) for o in others)
+        if mine[0] == best[0]:  # both finite: medians; both unbounded: shares never fooled
+            verdict = _verdict(mine[1], [best[1]])
+        else:
+            verdict = "holds" if mine > best else "does not hold"
+        inf = [v for v in (label, *others) if m(v, attack) == math.inf]
+        clause = ""
+        if inf:
+            clause = f"; ∞: over half of the images never fooled within the budget in some seed of {' and '.join(inf)}"
+        if mine[0] == best[0] == 1:
+            clause += ("; both medians unbounded, so ranked by the share never fooled ("
+                       + ", ".join(f"{v} {percent_text(never[v][attack])}" for v in (label, *others)
+                                   if m(v, attack) == math.inf) + ")")
+        return verdict, clause
+
+    def d(label, attack):
+        x = m(label, attack)
+        return "∞" if x == math.inf else f"{x:.3f}"
+
     for attack in ("pgd", "cw"):
         jr, at = m(jr_l, attack), m(at_l, attack)
-        if math.isfinite(jr) and math.isfinite(at):
+        if not (math.isnan(jr) or math.isnan(at)):
+            verdict, clause = compare(jr_l, [at_l], attack)
             out.append((f"Fig. {fig}b/c: JR alone beats FGSM adversarial training against {attack.upper()}",
-                        f"{_verdict(jr, [at])}: median {attack.upper()} fooling distance "
-                        f"{jr_l} {jr:.3f} vs {at_l} {at:.3f}" + spread(jr_l, at_l, attack)))
+                        f"{verdict}: median {attack.upper()} fooling distance "
+                        f"{jr_l} {d(jr_l, attack)} vs {at_l} {d(at_l, attack)}" + clause + spread(jr_l, at_l, attack)))
         both, base_d = m(both_l, attack), m(base, attack)
-        if math.isfinite(both) and math.isfinite(base_d) and math.isfinite(jr):
+        if not (math.isnan(both) or math.isnan(base_d) or math.isnan(jr)):
+            rivals = [jr_l] + ([at_l] if not math.isnan(at) else [])
+            verdict, clause = compare(both_l, rivals, attack)
             out.append((f"Fig. {fig}b/c: JR + AT is the most robust against {attack.upper()}",
-                        f"{_verdict(both, [jr, at if math.isfinite(at) else 0.0])}: "
-                        f"{both_l} {both:.3f}, +JR {jr:.3f}, +AT {at:.3f}, base {base_d:.3f}"
-                        + spread(both_l, jr_l if not math.isfinite(at) or jr >= at else at_l, attack)))
+                        f"{verdict}: {both_l} {d(both_l, attack)}, +JR {d(jr_l, attack)}, "
+                        f"+AT {d(at_l, attack) if not math.isnan(at) else 'not evaluated yet'}, "
+                        f"base {d(base, attack)}" + clause
+                        + spread(both_l, max(rivals, key=lambda v: rank(v, attack)), attack)))
     lam = sorted((r["jr"], r["median"].get("noise", (math.nan,))[0]) for r in rob_rows
                  if r["label"].startswith("L2+dropout") and "AT" not in r["label"] and r["jr"] is not None)
     if len(lam) >= 3:

@@ -85,6 +85,31 @@ def test_claims_say_whether_the_seeds_resolve_the_gap_they_rest_on():
     assert report._seed_spread((1.0, 0.1), None, (2.0, 0.1), 2) == ""
 
 
+def test_claims_rank_unbounded_medians_instead_of_dropping_them():
+    """A median of ∞ (over half of the images never fooled within the PGD budget in some seed: MNIST
+    L2+dropout+JR and +JR+AT, seeds 0-2, 2026-12-05) beats every finite median; two unbounded ones are
+    ranked by the share never fooled. The claims say so instead of silently leaving the row out."""
+    inf, nan = math.inf, math.nan
+
+    def row(label, pgd, never):
+        return {"label": label, "n_seeds": 3, "jr": None, "median": {"noise": (5.0, 0.1), "pgd": pgd},
+                "never": {"noise": 0.0, "pgd": never}}
+    rows = [row("L2+dropout", (0.97, 0.07), 0.001), row("L2+dropout+AT", (1.776, 0.001), 0.03),
+            row("L2+dropout+JR", (inf, nan), 0.28), row("L2+dropout+JR+AT", (inf, nan), 0.34)]
+    pgd = dict(report.claims(rows))
+    alone = pgd["Fig. 3b/c: JR alone beats FGSM adversarial training against PGD"]
+    assert alone.startswith("holds: median PGD fooling distance L2+dropout+JR ∞ vs L2+dropout+AT 1.776")
+    assert "never fooled within the budget in some seed of L2+dropout+JR" in alone
+    assert alone.endswith("with an unbounded median the spread of this gap over seeds is not measured")
+    both = pgd["Fig. 3b/c: JR + AT is the most robust against PGD"]
+    assert both.startswith("holds: L2+dropout+JR+AT ∞, +JR ∞, +AT 1.776, base 0.970")
+    assert "ranked by the share never fooled (L2+dropout+JR+AT 34%, L2+dropout+JR 28%)" in both
+    rows[3]["never"]["pgd"] = 0.20  # fewer never fooled than +JR: JR + AT is no longer the most robust
+    assert dict(report.claims(rows))["Fig. 3b/c: JR + AT is the most robust against PGD"].startswith("does not hold")
+    rows[2]["median"]["pgd"] = (2.2, 0.05)  # +JR finite, +JR+AT unbounded: +JR+AT wins
+    assert dict(report.claims(rows))["Fig. 3b/c: JR + AT is the most robust against PGD"].startswith("holds")
+
+
 def test_draw_noise_inverts_the_papers_interval():
     """The per-run std read back from a 15-run 95% CI is the sample std behind it; a single run two
     standard errors above the mean scores z = 2 (the std of a difference of one run and a 15-run mean)."""
