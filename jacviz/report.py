@@ -451,7 +451,7 @@ def claims(rob_rows: list[dict], base: str = "L2+dropout", noise_mixes: Sequence
             clause = f"; ∞: over half of the images never fooled within the budget in some seed of {' and '.join(inf)}"
         if mine[0] == best[0] == 1:
             clause += ("; both medians unbounded, so ranked by the share never fooled ("
-                       + ", ".join(f"{v} {percent_text(never[v][attack])}" for v in (label, *others)
+                       + ", ".join(f"{v} {percent_text(never[v].get(attack, 0.0))}" for v in (label, *others)
                                    if m(v, attack) == math.inf) + ")")
         return verdict, clause
 
