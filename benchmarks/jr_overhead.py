@@ -13,6 +13,9 @@ backward launches several times as many ops. Three switches test that on a GPU i
   --batch 100,400   the ratio at several batch sizes (launch-bound ratios fall as batches grow);
   --profile         ops dispatched per step (CPU: aten ops; CUDA: kernels launched), plain vs
                     n_proj = 1, and the ops taking the most time in the JR step (torch.profiler);
+                    for a model with BatchNorm (ResNet-18) it also counts them with every
+                    BatchNorm replaced by the identity, to show how many ops BN's double
+                    backward adds (a diagnostic copy, not a model anyone trains);
   --cuda-graph      also time each step captured once into a CUDA graph and replayed (PyTorch's
                     whole-network capture), which removes per-kernel launch cost (CUDA only).
 """
@@ -123,6 +126,20 @@ def profile_step(model, x, y, n_proj, device, top: int = 0) -> int:
     return n
 
 
+def without_batchnorm(model: torch.nn.Module) -> torch.nn.Module | None:
+    """A copy of ``model`` with every BatchNorm layer replaced by the identity, or None if it has none."""
+    import copy
+
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return None
+    clone = copy.deepcopy(model)
+    for parent in list(clone.modules()):
+        for child_name, child in parent.named_children():
+            if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
+                setattr(parent, child_name, torch.nn.Identity())
+    return clone
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="lenet,ddnet")
@@ -175,6 +192,14 @@ def main() -> None:
                     n_jr = profile_step(model, x, y, 1, device, top=15)
                     print(f"{'':8s} {what} per step: plain {n_plain}, n_proj=1 {n_jr} "
                           f"({n_jr / max(n_plain, 1):.2f}x)", flush=True)
+                    bare = without_batchnorm(model)
+                    if bare is not None:
+                        b_plain = profile_step(bare, x, y, "plain", device)
+                        b_jr = profile_step(bare, x, y, 1, device)
+                        print(f"{'':8s} {what} per step with BatchNorm replaced by the identity (diagnostic): "
+                              f"plain {b_plain}, n_proj=1 {b_jr} ({b_jr / max(b_plain, 1):.2f}x); "
+                              f"BatchNorm adds {n_plain - b_plain} to the plain step, {n_jr - b_jr} to the JR step",
+                              flush=True)
 
 
 if __name__ == "__main__":

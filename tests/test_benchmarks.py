@@ -23,3 +23,18 @@ def test_profile_step_counts_the_double_backward_ops():
     n_jr = jr_overhead.profile_step(model, x, y, 1, dev)
     assert n_plain > 2 * len(list(model.modules()))
     assert n_jr > 1.5 * n_plain
+
+
+def test_without_batchnorm_strips_every_batchnorm_of_a_copy_only():
+    """The --profile diagnostic: ResNet-18's copy has no BatchNorm left, keeps every conv weight,
+    and the model it came from is untouched; a model without BatchNorm (DDNet) gets None."""
+    model = models.build("resnet18")
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    bare = jr_overhead.without_batchnorm(model)
+    assert n_bn == 20  # 1 after the stem, 2 in each of 8 blocks, 3 in projection shortcuts
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in bare.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == n_bn
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    bare_convs = [m.weight for m in bare.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == len(bare_convs) and all(torch.equal(a, b) for a, b in zip(convs, bare_convs))
+    assert jr_overhead.without_batchnorm(models.build("ddnet")) is None
