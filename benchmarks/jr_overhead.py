@@ -22,6 +22,7 @@ backward launches several times as many ops. Three switches test that on a GPU i
 from __future__ import annotations
 
 import argparse
+import collections
 import platform
 import statistics
 import sys
@@ -99,8 +100,9 @@ def graph_step_time(model, x, y, n_proj, steps, device) -> float:
     return statistics.median(times)
 
 
-def profile_step(model, x, y, n_proj, device, top: int = 0) -> int:
-    """Ops dispatched in one eager training step: CUDA kernels on a GPU, aten ops on a CPU.
+def profile_step(model, x, y, n_proj, device, top: int = 0) -> collections.Counter:
+    """Ops dispatched in one eager training step, counted by name: CUDA kernels on a GPU, aten ops
+    on a CPU (``sum(counter.values())`` is the total).
 
     top > 0 also prints the ``top`` ops with the most self time in that step."""
     from torch.profiler import ProfilerActivity, profile
@@ -117,9 +119,9 @@ def profile_step(model, x, y, n_proj, device, top: int = 0) -> int:
         sync(device)
     events = prof.events()
     if device.type == "cuda":
-        n = sum(1 for e in events if str(e.device_type).endswith("CUDA"))
+        n = collections.Counter(e.name for e in events if str(e.device_type).endswith("CUDA"))
     else:
-        n = sum(1 for e in events if e.name.startswith("aten::"))
+        n = collections.Counter(e.name for e in events if e.name.startswith("aten::"))
     if top:
         key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=top))
@@ -187,19 +189,26 @@ def main() -> None:
                     print(f"{'':8s} CUDA graph: not on {dev_name}, skipped")
                 if a.profile:
                     what = "CUDA kernels" if device.type == "cuda" else "aten ops"
-                    n_plain = profile_step(model, x, y, "plain", device)
+                    c_plain = profile_step(model, x, y, "plain", device)
                     print(f"{'':8s} n_proj=1 step, costliest ops by self time:")
-                    n_jr = profile_step(model, x, y, 1, device, top=15)
+                    c_jr = profile_step(model, x, y, 1, device, top=15)
+                    n_plain, n_jr = sum(c_plain.values()), sum(c_jr.values())
                     print(f"{'':8s} {what} per step: plain {n_plain}, n_proj=1 {n_jr} "
                           f"({n_jr / max(n_plain, 1):.2f}x)", flush=True)
                     bare = without_batchnorm(model)
                     if bare is not None:
-                        b_plain = profile_step(bare, x, y, "plain", device)
-                        b_jr = profile_step(bare, x, y, 1, device)
+                        cb_plain = profile_step(bare, x, y, "plain", device)
+                        cb_jr = profile_step(bare, x, y, 1, device)
+                        b_plain, b_jr = sum(cb_plain.values()), sum(cb_jr.values())
                         print(f"{'':8s} {what} per step with BatchNorm replaced by the identity (diagnostic): "
                               f"plain {b_plain}, n_proj=1 {b_jr} ({b_jr / max(b_plain, 1):.2f}x); "
                               f"BatchNorm adds {n_plain - b_plain} to the plain step, {n_jr - b_jr} to the JR step",
                               flush=True)
+                        added = collections.Counter({k: c_jr[k] - cb_jr[k] for k in c_jr})
+                        top_added = ", ".join(f"{k.removeprefix('aten::')} {c_jr[k]} (bare {cb_jr[k]})"
+                                              for k, _ in added.most_common(6))
+                        print(f"{'':8s} ops BatchNorm adds most to the n_proj=1 step, with BatchNorm (without): "
+                              f"{top_added}", flush=True)
 
 
 if __name__ == "__main__":
