@@ -204,9 +204,8 @@ def main() -> None:
                               f"plain {b_plain}, n_proj=1 {b_jr} ({b_jr / max(b_plain, 1):.2f}x); "
                               f"BatchNorm adds {n_plain - b_plain} to the plain step, {n_jr - b_jr} to the JR step",
                               flush=True)
-                        added = collections.Counter({k: c_jr[k] - cb_jr[k] for k in c_jr})
                         top_added = ", ".join(f"{k.removeprefix('aten::')} {c_jr[k]} (bare {cb_jr[k]})"
-                                              for k, _ in added.most_common(6))
+                                              for k, _ in (c_jr - cb_jr).most_common(6))
                         print(f"{'':8s} ops BatchNorm adds most to the n_proj=1 step, with BatchNorm (without): "
                               f"{top_added}", flush=True)
 
