@@ -186,20 +186,32 @@ def diverged_note(div: list[dict], n_finished: int) -> str:
 
 
 COLLAPSED_JAC = 1e-3  # mean test ||J||_F below this: the logits no longer depend on the input
+CHANCE_LOSS = math.log(10)  # cross-entropy of uniform logits over 10 classes
 
 
 def collapsed_note(rs: list[dict]) -> str:
     """'1 of 3 finished runs collapsed to a constant output (…)' for a cell with finished runs whose network ends
     predicting the same logits for every input (mean test ||J||_F < 1e-3, test accuracy at chance,
-    as dead ReLUs leave it), else ''. Such runs finished, so they stay in the mean."""
+    as dead ReLUs leave it), and '… ended at the chance training loss ln 10 …' for other runs that never
+    fit their own training images (final training loss within 0.01 of ln 10, the cross-entropy of
+    uniform logits), else ''. Such runs finished, so they stay in the mean."""
     dead = [r for r in rs if (r["metrics"].get("jac_fro_normalized") is not None
                               and r["metrics"]["jac_fro_normalized"] < COLLAPSED_JAC)]
-    if not dead:
-        return ""
-    what = "; ".join(f"seed {r['config']['seed']}: {100 * r['metrics']['test_acc']:.1f}% test accuracy, final "
-                     f"training loss {r['metrics'].get('final_train_loss', math.nan):.2f}" for r in dead)
-    return (f"{len(dead)} of {len(rs)} finished runs collapsed to a constant output, ‖J‖_F ≈ 0 ({what}), "
-            f"and {'is' if len(dead) == 1 else 'are'} in the mean")
+    stuck = [r for r in rs if r not in dead
+             and abs((r["metrics"].get("final_train_loss") or math.nan) - CHANCE_LOSS) < 0.01]
+    notes = []
+    if dead:
+        what = "; ".join(f"seed {r['config']['seed']}: {100 * r['metrics']['test_acc']:.1f}% test accuracy, final "
+                         f"training loss {r['metrics'].get('final_train_loss', math.nan):.2f}" for r in dead)
+        notes.append(f"{len(dead)} of {len(rs)} finished runs collapsed to a constant output, ‖J‖_F ≈ 0 ({what}), "
+                     f"and {'is' if len(dead) == 1 else 'are'} in the mean")
+    if stuck:
+        what = "; ".join(f"seed {r['config']['seed']}: {100 * r['metrics']['test_acc']:.1f}% test accuracy, "
+                         f"‖J‖_F {r['metrics'].get('jac_fro_normalized', math.nan):.4g}" for r in stuck)
+        notes.append(f"{len(stuck)} of {len(rs)} finished runs ended at the chance training loss ln 10 = 2.30 "
+                     f"without fitting their own training images ({what}), and "
+                     f"{'is' if len(stuck) == 1 else 'are'} in the mean")
+    return "; ".join(notes)
 
 
 def table1_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:

@@ -181,6 +181,26 @@ def test_a_collapsed_few_shot_run_is_named_in_its_cell_and_kept_in_the_mean():
     row = cell([healthy, dead])
     assert "1 of 2 finished runs collapsed to a constant output" in row["note"] and "seed 99: 10.0% test accuracy" in row["note"]
     assert row["ours"][2] == 2 and abs(row["ours"][0] - (100 * healthy["metrics"]["test_acc"] + 10.0) / 2) < 1e-9
+    assert "chance training loss" not in row["note"]  # the collapsed run is named once, as collapsed
+
+
+def test_a_few_shot_run_stuck_at_the_chance_loss_is_named_in_its_cell_and_kept_in_the_mean():
+    """A finished run whose training loss ends at ln 10 (it never fit its 10 images) but whose
+    Jacobian is far from 0 (DDNet + dropout, 1 image per class, seed 2: ‖J‖_F 1117, 9.9% test
+    accuracy) is not a constant-output collapse, yet its cell's note names it; it stays in the mean."""
+    if not CIFAR_RUNS.is_file():
+        pytest.skip("no reproduction/cifar10_runs.json in this checkout")
+    runs = json.loads(CIFAR_RUNS.read_text())["runs"]
+    healthy = next(r for r in runs if r["label"] == "none (1/class)" and r["metrics"]["jac_fro_normalized"] > 1.0)
+    stuck = json.loads(json.dumps(healthy))
+    stuck["config"]["seed"] = 98
+    stuck["metrics"].update(test_acc=0.099, jac_fro_normalized=1117.0, final_train_loss=2.3025996)
+    cell = lambda rs: {(r["regularizer"], r["column"]): r for r in report_cifar.table_s3_rows(rs)}[("none", 1)]  # noqa: E731
+    assert "chance training loss" not in cell([healthy])["note"]
+    row = cell([healthy, stuck])
+    assert "1 of 2 finished runs ended at the chance training loss" in row["note"]
+    assert "seed 98: 9.9% test accuracy, ‖J‖_F 1117" in row["note"] and "collapsed" not in row["note"]
+    assert row["ours"][2] == 2
 
 
 def test_resnet_robustness_section_names_its_own_mixes(tmp_path):
