@@ -165,18 +165,26 @@ def test_full_data_notes_average_every_seed_not_just_the_first():
     assert f"{hist[-1][1]:.2f} at iteration {hist[-1][0]:,}, means of {len(none)} runs" in md
 
 
-def test_a_collapsed_few_shot_run_is_named_in_its_cell_and_kept_in_the_mean():
-    """A finished run whose network ends with the same logits for every input (‖J‖_F 0, 10% test
-    accuracy: DDNet + dropout on 1 image per class at lr 0.01, seed 4) is named in its Table S3 cell's
-    note and stays in the mean; a cell of healthy runs gets no such note."""
+def _k1_cell_with_a_run_like(seed: int, **metrics):
+    """A healthy recorded 'none (1/class)' run, a copy of it with ``seed`` and ``metrics`` replaced,
+    and a function giving the Table S3 'none', k = 1 row of a list of runs."""
     if not CIFAR_RUNS.is_file():
         pytest.skip("no reproduction/cifar10_runs.json in this checkout")
     runs = json.loads(CIFAR_RUNS.read_text())["runs"]
     healthy = next(r for r in runs if r["label"] == "none (1/class)" and r["metrics"]["jac_fro_normalized"] > 1.0)
-    dead = json.loads(json.dumps(healthy))
-    dead["config"]["seed"] = 99
-    dead["metrics"].update(test_acc=0.1, jac_fro_normalized=0.0, final_train_loss=2.3026)
-    cell = lambda rs: {(r["regularizer"], r["column"]): r for r in report_cifar.table_s3_rows(rs)}[("none", 1)]  # noqa: E731
+    other = json.loads(json.dumps(healthy))
+    other["config"]["seed"] = seed
+    other["metrics"].update(metrics)
+    return healthy, other, lambda rs: {(r["regularizer"], r["column"]): r
+                                       for r in report_cifar.table_s3_rows(rs)}[("none", 1)]
+
+
+def test_a_collapsed_few_shot_run_is_named_in_its_cell_and_kept_in_the_mean():
+    """A finished run whose network ends with the same logits for every input (‖J‖_F 0, 10% test
+    accuracy: DDNet + dropout on 1 image per class at lr 0.01, seed 4) is named in its Table S3 cell's
+    note and stays in the mean; a cell of healthy runs gets no such note."""
+    healthy, dead, cell = _k1_cell_with_a_run_like(seed=99, test_acc=0.1, jac_fro_normalized=0.0,
+                                                   final_train_loss=2.3026)
     assert "collapsed" not in cell([healthy])["note"]
     row = cell([healthy, dead])
     assert "1 of 2 finished runs collapsed to a constant output" in row["note"] and "seed 99: 10.0% test accuracy" in row["note"]
@@ -188,14 +196,8 @@ def test_a_few_shot_run_stuck_at_the_chance_loss_is_named_in_its_cell_and_kept_i
     """A finished run whose training loss ends at ln 10 (it never fit its 10 images) but whose
     Jacobian is far from 0 (DDNet + dropout, 1 image per class, seed 2: ‖J‖_F 1117, 9.9% test
     accuracy) is not a constant-output collapse, yet its cell's note names it; it stays in the mean."""
-    if not CIFAR_RUNS.is_file():
-        pytest.skip("no reproduction/cifar10_runs.json in this checkout")
-    runs = json.loads(CIFAR_RUNS.read_text())["runs"]
-    healthy = next(r for r in runs if r["label"] == "none (1/class)" and r["metrics"]["jac_fro_normalized"] > 1.0)
-    stuck = json.loads(json.dumps(healthy))
-    stuck["config"]["seed"] = 98
-    stuck["metrics"].update(test_acc=0.099, jac_fro_normalized=1117.0, final_train_loss=2.3025996)
-    cell = lambda rs: {(r["regularizer"], r["column"]): r for r in report_cifar.table_s3_rows(rs)}[("none", 1)]  # noqa: E731
+    healthy, stuck, cell = _k1_cell_with_a_run_like(seed=98, test_acc=0.099, jac_fro_normalized=1117.0,
+                                                    final_train_loss=2.3025996)
     assert "chance training loss" not in cell([healthy])["note"]
     row = cell([healthy, stuck])
     assert "1 of 2 finished runs ended at the chance training loss" in row["note"]
