@@ -199,19 +199,18 @@ def collapsed_note(rs: list[dict]) -> str:
                               and r["metrics"]["jac_fro_normalized"] < COLLAPSED_JAC)]
     stuck = [r for r in rs if r not in dead
              and abs((r["metrics"].get("final_train_loss") or math.nan) - CHANCE_LOSS) < 0.01]
-    notes = []
-    if dead:
-        what = "; ".join(f"seed {r['config']['seed']}: {100 * r['metrics']['test_acc']:.1f}% test accuracy, final "
-                         f"training loss {r['metrics'].get('final_train_loss', math.nan):.2f}" for r in dead)
-        notes.append(f"{len(dead)} of {len(rs)} finished runs collapsed to a constant output, ‖J‖_F ≈ 0 ({what}), "
-                     f"and {'is' if len(dead) == 1 else 'are'} in the mean")
-    if stuck:
-        what = "; ".join(f"seed {r['config']['seed']}: {100 * r['metrics']['test_acc']:.1f}% test accuracy, "
-                         f"‖J‖_F {r['metrics'].get('jac_fro_normalized', math.nan):.4g}" for r in stuck)
-        notes.append(f"{len(stuck)} of {len(rs)} finished runs ended at the chance training loss ln 10 = 2.30 "
-                     f"without fitting their own training images ({what}), and "
-                     f"{'is' if len(stuck) == 1 else 'are'} in the mean")
-    return "; ".join(notes)
+
+    def named(some: list[dict], what: str, detail) -> str:
+        listed = "; ".join(f"seed {r['config']['seed']}: {100 * r['metrics']['test_acc']:.1f}% test accuracy, "
+                           f"{detail(r['metrics'])}" for r in some)
+        return (f"{len(some)} of {len(rs)} finished runs {what} ({listed}), "
+                f"and {'is' if len(some) == 1 else 'are'} in the mean") if some else ""
+
+    notes = (named(dead, "collapsed to a constant output, ‖J‖_F ≈ 0",
+                   lambda m: f"final training loss {m.get('final_train_loss', math.nan):.2f}"),
+             named(stuck, "ended at the chance training loss ln 10 = 2.30 without fitting their own training images",
+                   lambda m: f"‖J‖_F {m.get('jac_fro_normalized', math.nan):.4g}"))
+    return "; ".join(n for n in notes if n)
 
 
 def table1_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
