@@ -213,10 +213,106 @@ def collapsed_note(rs: list[dict]) -> str:
     return "; ".join(n for n in notes if n)
 
 
-def table1_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
+def draw_correlation(cell, mixes: Sequence[str]) -> tuple[float, float, int]:
+    """(smallest, largest, n): Pearson r between the per-seed test accuracies of every two of ``mixes`` over
+    the n seeds all of them finished; ``cell(mix)`` gives a few-shot cell's runs. Run i of every mix trains
+    on the same draw ``data.few_shot_indices(y, k, seed=i)`` from the same initial weights, so r near 1 says
+    the draw, not the regularizer, sets most of a run's accuracy. nan (and n) below 3 shared seeds."""
+    acc = {v: {r["config"]["seed"]: r["metrics"]["test_acc"] for r in cell(v)} for v in mixes}
+    seeds = sorted(set.intersection(*(set(a) for a in acc.values()))) if acc else []
+    if len(seeds) < 3:
+        return math.nan, math.nan, len(seeds)
+    m = np.array([[acc[v][s] for s in seeds] for v in mixes])
+    if np.any(m.std(axis=1) == 0):
+        return math.nan, math.nan, len(seeds)
+    r = np.corrcoef(m)[np.triu_indices(len(mixes), 1)]
+    return float(r.min()), float(r.max()), len(seeds)
+
+
+def paired_fewshot_rows(cell, paper: dict, ks: Sequence[int] = FEWSHOT_K, base: str = "none",
+                        mixes: Sequence[str] = TABLE1) -> list[dict]:
+    """Few-shot accuracy differences to ``base``, paired by draw, next to the paper's difference of means.
+
+    ``cell(mix, k)`` gives a cell's finished runs; ``paper[mix][k]`` = (mean %, 95% half-width). Run i (seed i)
+    of every mix trains on the same k samples per class from the same initial weights, so the per-seed
+    difference acc_mix(i) − acc_base(i) (points) is free of the scatter that which samples are drawn adds.
+    One row per k and mix ≠ base with at least one shared seed: {'k', 'mix', 'ours': mean_ci of the
+    differences, 'paper': (its difference of means, √(h_mix² + h_base²), the half-width were its two cells
+    independent; the paper does not say whether its runs share draws), 'agrees' (intervals overlap),
+    'r': draw_correlation of the pair}."""
+    rows = []
+    for k in ks:
+        b = {r["config"]["seed"]: 100 * r["metrics"]["test_acc"] for r in cell(base, k)}
+        for v in (v for v in mixes if v != base):
+            a = {r["config"]["seed"]: 100 * r["metrics"]["test_acc"] for r in cell(v, k)}
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            ours = mean_ci([a[s] - b[s] for s in seeds])
+            pd = (paper[v][k][0] - paper[base][k][0], math.hypot(paper[v][k][1], paper[base][k][1]))
+            rows.append({"k": k, "mix": v, "ours": ours, "paper": pd, "agrees": agrees(ours, pd) if len(seeds) > 1 else None,
+                         "r": draw_correlation(lambda m: cell(m, k), (base, v))[0],
+                         "offsets": (float(np.mean(list(b.values()))) - paper[base][k][0],
+                                     float(np.mean(list(a.values()))) - paper[v][k][0])})
+    return rows
+
+
+def paired_fewshot_markdown(rows: list[dict], base: str = "none") -> str:
+    """:func:`paired_fewshot_rows` as a table with the caption that says how it was computed."""
+    if not rows:
+        return ""
+    body = [[f"{r['k']}/class", f"{PAPER_NAMES[r['mix']]} − {PAPER_NAMES[base]}", fmt(*r["paper"]),
+             fmt(*r["ours"][:2]), r["ours"][2], f"{r['r']:.2f}" if math.isfinite(r["r"]) else "—",
+             {True: "yes", False: "**no**", None: "— (one pair)"}[r["agrees"]]] for r in rows]
+    shared, offs, rs, side = [], [], [], set()
+    for k in sorted({r["k"] for r in rows}):
+        rk = [r for r in rows if r["k"] == k]
+        off = [rk[0]["offsets"][0], *(r["offsets"][1] for r in rk)]
+        if (len(rk) == len(TABLE1) - 1 and all(r["agrees"] and r["ours"][2] >= 3 for r in rk)
+                and (all(o < 0 for o in off) or all(o > 0 for o in off))):
+            shared.append(f"{k}")
+            offs.append(f"{min(map(abs, off)):.1f}–{max(map(abs, off)):.1f}")
+            rs += [r["r"] for r in rk if math.isfinite(r["r"])]
+            side.add("below" if off[0] < 0 else "above")
+    summary = ""
+    if shared:
+        summary = (f" At {and_join(shared)}/class every regularizer's cell mean is {and_join(sorted(side))} the "
+                   f"paper's (by {and_join(offs)} points{' respectively' if len(shared) > 1 else ''}), yet every "
+                   "paired difference there agrees with the paper's"
+                   + (f": the regularizers' accuracies correlate with none's at r = {min(rs):.2f}–{max(rs):.2f} "
+                      f"over the shared draws, so each column's five offsets are one shared offset, not five "
+                      "findings" if rs else "") + ".")
+    return (_md_table(["Samples", "Difference", "Paper (difference of means)", "Ours (paired by draw)", "pairs",
+                       "r (draws)", "Intervals overlap"], body)
+            + "\n\nAccuracy differences in points. Ours: mean ± 95% CI (Student's t) of the per-draw differences "
+            "acc_mix(i) − acc_none(i) over the seeds both finished; run i of every regularizer trains on the same "
+            "k samples per class (`data.few_shot_indices(y, k, seed=i)`) from the same initial weights, and r is the "
+            "correlation of the two regularizers' accuracies over those draws. Paper: the difference of its two cell "
+            "means, ± the root sum of squares of their half-widths (right were its cells independent draws; the "
+            "paper does not say whether its runs share draws). Pairing removes which samples were drawn from the "
+            "comparison, so these intervals are narrower than the cells' own." + summary)
+
+
+def more_draws_note(table_runs: list[dict], more: list[dict], paper: tuple[float, float]) -> str:
+    """For a few-shot cell with runs beyond the table's (``more``: records of ``reproduction/fewshot_draws.py``
+    for this cell): the mean over all draws and how it compares with the paper's interval, else ''."""
+    seen = {r["config"]["seed"] for r in table_runs}
+    extra = [r for r in more if r["config"]["seed"] not in seen]
+    if not extra:
+        return ""
+    seeds = sorted(r["config"]["seed"] for r in extra)
+    every = mean_ci([100 * r["metrics"]["test_acc"] for r in (*table_runs, *extra)])
+    where = agreement(every, paper) if agrees(every, paper) else "outside the paper's interval"
+    return (f"with {len(extra)} more draws (seeds {seeds[0]}–{seeds[-1]}, `reproduction/fewshot_draws.py`) the "
+            f"mean over all {every[2]} is {fmt(*every[:2])}, {where}")
+
+
+def table1_rows(runs: list[dict], diverged: list[dict] = (), more_draws: list[dict] = ()) -> list[dict]:
     """One row per (regularizer, column) of Table 1: paper, ours, difference, agreement, note.
 
-    diverged: the results file's diverged runs; ours averages the finished runs, the note counts these."""
+    diverged: the results file's diverged runs; ours averages the finished runs, the note counts these.
+    more_draws: few-shot runs beyond the table's seeds (``reproduction/fewshot_draws_mnist.json``): they stay
+    out of the cells, whose note gives the mean over all draws."""
     rows = []
     for v in TABLE1:
         for col in (*FEWSHOT_K, "all", "jac"):
@@ -233,7 +329,9 @@ def table1_rows(runs: list[dict], diverged: list[dict] = ()) -> list[dict]:
                    "diff": ours[0] - paper[0] if ours[2] else math.nan,
                    "agrees": agrees(ours, paper) if ours[2] else None}
             notes = (diverged_note(div, len(rs)), collapsed_note(rs) if col != "jac" else "",
-                     _note_table1(row, runs) if rs or not div else "")
+                     _note_table1(row, runs) if rs or not div else "",
+                     more_draws_note(rs, select(list(more_draws), v, col), paper)
+                     if col not in ("all", "jac") and rs else "")
             row["note"] = "; ".join(n for n in notes if n)
             rows.append(row)
     return rows
@@ -307,10 +405,15 @@ def _note_table1(row: dict, runs: list[dict]) -> str:
         diffs = [d for d in diffs if math.isfinite(d)]
         enough = all(len(select(runs, v, col)) >= 3 for v in TABLE1)  # one or two runs: no claim about bias
         if enough and len(diffs) == len(TABLE1) and (all(d < 0 for d in diffs) or all(d > 0 for d in diffs)):
-            notes.append(f"every regularizer is {'below' if diffs[0] < 0 else 'above'} the paper in this column "
-                         f"(by {min(map(abs, diffs)):.1f}–{max(map(abs, diffs)):.1f} points): a systematic offset "
-                         "from a protocol detail the paper leaves open (which samples are drawn, initialization "
-                         "details), not run-to-run noise; the ordering of the regularizers is what to compare")
+            r_lo, r_hi, n_shared = draw_correlation(lambda v: select(runs, v, col), TABLE1)
+            together = (f": run i of every regularizer trains on the same {col} samples per class from the same "
+                        f"initial weights, and the per-run accuracies of the regularizers correlate at r = "
+                        f"{r_lo:.2f}–{r_hi:.2f} over the {n_shared} draws they share, so the column's offsets are "
+                        "one shared offset, not one per regularizer" if math.isfinite(r_lo) else "")
+            notes += [f"every regularizer is {'below' if diffs[0] < 0 else 'above'} the paper in this column "
+                      f"(by {min(map(abs, diffs)):.1f}–{max(map(abs, diffs)):.1f} points){together}",
+                      draw_noise_note(row["ours"], row["paper"]),
+                      "compare the regularizers by their differences paired by draw (table below)"]
         else:
             spread = f" (per-run std {float(np.std(accs, ddof=1)):.1f} here)" if n > 1 else ""
             notes.append(f"which k samples per class are drawn varies a lot between runs{spread}; "
@@ -697,7 +800,10 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
         from .robustness import load_results
         rob_all = load_results(rob_file)
     rob = current_robustness(rob_all)
-    t1, t2 = table1_rows(runs, longest_schedule(R.get("diverged", []))), table2_rows(runs)
+    draws_file = results_dir / "fewshot_draws_mnist.json"
+    more = json.loads(draws_file.read_text())["runs"] if draws_file.exists() else []
+    t1, t2 = table1_rows(runs, longest_schedule(R.get("diverged", [])), more), table2_rows(runs)
+    paired = paired_fewshot_rows(lambda v, k: select(runs, v, k), PAPER_TABLE1)
     red = jacobian_reduction(runs)
     rrows = robustness_rows(rob)
     figs = robustness_figures(rob) if rob["models"] else {}
@@ -751,6 +857,8 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           "stayed on the machine that trained them.",
           "- **Statistics**: mean ± 95% CI (Student's t over runs); intervals that overlap the paper's count as agreeing.\n",
           "## Table 1: clean MNIST test accuracy and ‖J‖_F\n", table1_markdown(t1), "",
+          *(["### Few-shot: each regularizer against none, paired by draw\n", paired_fewshot_markdown(paired), ""]
+            if paired else []),
           f"**JR cuts the mean test ‖J‖_F by {red['ratio']:.1f}×** against no regularization "
           f"({fmt(red['none'][0], red['none'][1], 2)} → {fmt(red['jr'][0], red['jr'][1], 3)}, normalized input; "
           f"paper 32.9 → 1.1, {red['paper_ratio']:.0f}×). The ratio does not depend on the input convention.\n",

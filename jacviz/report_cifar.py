@@ -16,7 +16,7 @@ import numpy as np
 from .grid import (CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1,
                    is_schedule_study, variant_config)
 from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
-                     diverged_note, draw_noise_note, jacobian_reduction, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci, on_gpu,
+                     diverged_note, draw_noise_note, jacobian_reduction, paired_fewshot_markdown, paired_fewshot_rows, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci, on_gpu,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
                      timing_rows, write_pngs)
 
@@ -32,7 +32,7 @@ COLUMNS = (*FEWSHOT_K, "all", "jac")
 RESNET_NOISE = ("none", "L2", "JR", "L2+JR")  # Figure S4a: ResNet-18 under white noise
 
 
-def _ddnet(runs: list[dict], variant: str, k: int | None = None) -> list[dict]:
+def ddnet_runs(runs: list[dict], variant: str, k: int | None = None) -> list[dict]:
     """DDNet runs of a Table-S3 cell (the schedule study's runs never count)."""
     return [r for r in select(runs, variant, k, model="ddnet", dataset="cifar10") if not is_schedule_study(r["config"])]
 
@@ -47,8 +47,8 @@ def table_s3_rows(runs: list[dict], diverged: list[dict] = (), study: list[dict]
     for v in TABLE1:
         for col in COLUMNS:
             paper = PAPER_TABLE_S3[v][col]
-            rs = _ddnet(runs, v, None if col in ("all", "jac") else col)
-            div = _ddnet(list(diverged), v, None if col in ("all", "jac") else col)
+            rs = ddnet_runs(runs, v, None if col in ("all", "jac") else col)
+            div = ddnet_runs(list(diverged), v, None if col in ("all", "jac") else col)
             if col == "jac":
                 ours = mean_ci([r["metrics"].get("jac_fro_normalized") for r in rs])
             else:
@@ -508,13 +508,16 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           "",
           "## Table S3: clean CIFAR-10 test accuracy and ‖J‖_F (DDNet)\n",
           table_s3_markdown(rows), ""]
+    paired = paired_fewshot_rows(lambda v, k: ddnet_runs(runs, v, k), PAPER_TABLE_S3)
+    if paired:
+        md += ["### Few-shot: each regularizer against none, paired by draw\n", paired_fewshot_markdown(paired), ""]
     if none[2] and jr[2]:
-        hist = mean_history(_ddnet(runs, "none"), "jac_fro_normalized")
+        hist = mean_history(ddnet_runs(runs, "none"), "jac_fro_normalized")
         longer = study_jacobians(study, 0)["long"]
         widened = (f"; in the training-length study below, 5× longer training widened it to "
                    f"{longer['none'] / longer['JR']:.1f}× (seed 0: {longer['none']:.2f} → {longer['JR']:.2f})."
                    if {"none", "JR"} <= set(longer) else ", which these runs cannot show.")
-        n_none = len(_ddnet(runs, "none"))
+        n_none = len(ddnet_runs(runs, "none"))
         trend = (" The unregularized DDNet's norm was still growing when our schedule ended ("
                  + ", ".join(f"{j:.2f} at iteration {i:,}" for i, j in hist)
                  + (f", means of {n_none} runs" if n_none > 1 else "") + "); in the paper it reaches 115 after 150,000 iterations, so the gap JR opens is expected to widen "
@@ -587,11 +590,11 @@ def _missing(runs: list[dict], study: list[dict] = ()) -> str:
     not trained at seed 0 is listed, once any of the study is in)."""
     lines = []
     for v in TABLE1 + tuple(d for d in DEFENDED if d not in TABLE1):
-        n = len(_ddnet(runs, v))
+        n = len(ddnet_runs(runs, v))
         if n < 5:
             lines.append(f"- DDNet {v}, all data: {n} of 5 seeds")
     for k in FEWSHOT_K:
-        n = fewshot_missing([len(_ddnet(runs, v, k)) for v in TABLE1])
+        n = fewshot_missing([len(ddnet_runs(runs, v, k)) for v in TABLE1])
         if n:
             lines.append(f"- DDNet few-shot k={k}: {n}")
     for v in RESNET:

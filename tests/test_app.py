@@ -281,6 +281,9 @@ def test_about_shows_the_reproduction_tables(app):
     shown = [m.value for m in app.markdown]
     assert wide in shown
     assert report.table2_markdown(report.table2_rows(runs)) in shown
+    paired = report.paired_fewshot_markdown(
+        report.paired_fewshot_rows(lambda v, k: report.select(report.longest_schedule(runs), v, k), report.PAPER_TABLE1))
+    assert paired and paired in shown  # the few-shot differences paired by draw, as REPRODUCTION.md has them
 
 
 def test_robustness_and_about_show_the_cifar10_reproduction(app):

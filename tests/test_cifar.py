@@ -151,7 +151,7 @@ def test_full_data_notes_average_every_seed_not_just_the_first():
         pytest.skip("no reproduction/cifar10_runs.json in this checkout")
     R = json.loads(CIFAR_RUNS.read_text())
     rows = {(r["regularizer"], r["column"]): r for r in report_cifar.table_s3_rows(R["runs"], R.get("diverged", []))}
-    none = report_cifar._ddnet(R["runs"], "none")
+    none = report_cifar.ddnet_runs(R["runs"], "none")
     if len(none) < 2:
         pytest.skip("one seed of the unregularized DDNet: nothing to average")
     hs = [r["history"] for r in none]

@@ -120,6 +120,7 @@ else:
 
 st.subheader("Reproduction: the paper's tables next to ours")
 RUNS_FILE = checkpoints.REPO_ROOT / "reproduction" / "mnist_runs.json"
+DRAWS_FILE = checkpoints.REPO_ROOT / "reproduction" / "fewshot_draws_mnist.json"
 CIFAR_RUNS_FILE = checkpoints.REPO_ROOT / "reproduction" / "cifar10_runs.json"
 
 
@@ -149,11 +150,16 @@ if RUNS_FILE.is_file():
                    "(Student's t) over runs; n = runs.")
         st.markdown("**Table 1**: clean MNIST test accuracy (%) by samples per class, and mean test ‖J‖_F "
                     "(normalized input)")
-        wide_md, long_md = report.table1_markdown(report.table1_rows(repro_runs, repro.get("diverged", [])),
-                                                 details=False)
+        draws = _results(DRAWS_FILE) if DRAWS_FILE.is_file() else None  # reproduction/fewshot_draws.py's extra draws
+        wide_md, long_md = report.table1_markdown(report.table1_rows(repro_runs, repro.get("diverged", []),
+                                                                     draws["runs"] if draws else ()), details=False)
         st.markdown(wide_md)
         with st.expander("Every cell with its difference and explanation"):
             st.markdown(long_md)
+        paired = report.paired_fewshot_rows(lambda v, k: report.select(repro_runs, v, k), report.PAPER_TABLE1)
+        if paired:
+            with st.expander("Few-shot: each regularizer against none, paired by draw"):
+                st.markdown(report.paired_fewshot_markdown(paired))
         red = report.jacobian_reduction(repro_runs)
         if red["ratio"] == red["ratio"]:  # not nan
             st.markdown(f"JR cuts the mean test ‖J‖_F by **{red['ratio']:.1f}×** against no regularization "
@@ -167,7 +173,7 @@ else:
             "`python -m jacviz report`.")
 
 if CIFAR_RUNS_FILE.is_file():
-    from jacviz import report_cifar
+    from jacviz import report, report_cifar
 
     cifar = _results(CIFAR_RUNS_FILE)
     if cifar is not None:
@@ -191,6 +197,11 @@ if CIFAR_RUNS_FILE.is_file():
         st.markdown(wide_md)
         with st.expander("Every Table-S3 cell we ran, with its difference and explanation"):
             st.markdown(long_md)
+        paired = report.paired_fewshot_rows(lambda v, k: report_cifar.ddnet_runs(cifar_runs, v, k),
+                                            report_cifar.PAPER_TABLE_S3)
+        if paired:
+            with st.expander("Table S3 few-shot: each regularizer against none, paired by draw"):
+                st.markdown(report.paired_fewshot_markdown(paired))
         resnet = [r for r in cifar_runs if r["config"]["model"] == "resnet18"]
         if resnet:
             st.markdown("**ResNet-18** on all of CIFAR-10: clean test accuracy (%) and mean test ‖J‖_F "

@@ -1,0 +1,60 @@
+"""More draws of a few-shot training subset than the paper's 15, to tell a draw effect from a bias.
+
+In a few-shot cell of Table 1 / Table S3, run ``seed`` trains on the k samples per class that
+``data.few_shot_indices(y, k, seed)`` draws, and every regularizer's run with that seed trains on the
+same samples. Which samples are drawn moves test accuracy by several points, so a cell's mean over
+15 runs carries that scatter, and all regularizers of a column share it. This script trains further
+runs (seeds beyond the table's 0-14) of one cell, one after another through the grid's own worker,
+and writes their records (the grid's results format) to ``reproduction/fewshot_draws_<dataset>.json``;
+``python -m jacviz report`` puts the mean over all draws next to the table's 15.
+
+  JACVIZ_DATA=../shared/data PYTHONPATH=. python reproduction/fewshot_draws.py \\
+      --dataset mnist --k 1 --labels none --seeds 15-44 --threads 1
+
+Runs already on disk (``runs/<dataset>``, ``checkpoints/``, ``checkpoints/seeds/``) are not retrained.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from jacviz import grid
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="mnist", choices=grid.DATASETS)
+    p.add_argument("--k", type=int, required=True, help="samples per class")
+    p.add_argument("--labels", default="none", help="comma-separated regularizer mixes, e.g. none,L2+dropout+JR")
+    p.add_argument("--seeds", type=grid._ints, required=True, help="e.g. 15-44")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="where new checkpoints go (default runs/<dataset>)")
+    p.add_argument("--results", default=str(REPO / "reproduction"), help="folder of fewshot_draws_<dataset>.json")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    out = Path(a.out or REPO / "runs" / a.dataset)
+    folders = [REPO / "checkpoints", REPO / "checkpoints" / "seeds", out]
+    configs = [grid.fewshot_config(label, a.k, s, a.dataset) for label in a.labels.split(",") for s in a.seeds]
+    for cfg in configs:
+        if grid.find_checkpoint(cfg, folders) or grid.find_checkpoint(cfg, folders, grid.DIVERGED):
+            continue
+        print(time.strftime("%H:%M:%S"), "start", cfg.label(), "seed", cfg.seed, cfg.key(), flush=True)
+        r = grid._train_one((cfg.to_dict(), str(out), a.device))
+        print(time.strftime("%H:%M:%S"), "done", r, flush=True)
+    path = Path(a.results) / f"fewshot_draws_{a.dataset}.json"
+    # earlier calls (other cells, other seeds) keep their records: collect_runs keeps what it was not asked for
+    res = grid.collect_runs(folders, configs, previous=grid.load_previous(path))
+    grid.write_json(res, path)
+    print(f"{len(res['runs'])} runs, {len(res['diverged'])} diverged, {len(res['missing'])} missing -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
