@@ -293,7 +293,7 @@ def paired_fewshot_markdown(rows: list[dict], base: str = "none") -> str:
             "comparison, so these intervals are narrower than the cells' own." + summary)
 
 
-def more_draws_note(table_runs: list[dict], more: list[dict], paper: tuple[float, float]) -> str:
+def more_draws_note(table_runs: list[dict], more: list[dict], paper: tuple[float, float], n_paper: int = 15) -> str:
     """For a few-shot cell with runs beyond the table's (``more``: records of ``reproduction/fewshot_draws.py``
     for this cell): the mean over all draws and how it compares with the paper's interval, else ''."""
     seen = {r["config"]["seed"] for r in table_runs}
@@ -303,8 +303,13 @@ def more_draws_note(table_runs: list[dict], more: list[dict], paper: tuple[float
     seeds = sorted(r["config"]["seed"] for r in extra)
     every = mean_ci([100 * r["metrics"]["test_acc"] for r in (*table_runs, *extra)])
     where = agreement(every, paper) if agrees(every, paper) else "outside the paper's interval"
+    # standard error of (ours − paper): ours from our draws' scatter, the paper's from its 15-run interval
+    se = math.hypot(every[1] / _t975(every[2]), paper[1] / _t975(n_paper))
+    gap = every[0] - paper[0]
     return (f"with {len(extra)} more draws (seeds {seeds[0]}–{seeds[-1]}, `reproduction/fewshot_draws.py`) the "
-            f"mean over all {every[2]} is {fmt(*every[:2])}, {where}")
+            f"mean over all {every[2]} is {fmt(*every[:2])}, {where}: {abs(gap):.1f} points "
+            f"{'below' if gap < 0 else 'above'} the paper's mean, {abs(gap) / se:.1f} standard errors of the "
+            "difference (ours from our draws' scatter, the paper's from its interval)")
 
 
 def table1_rows(runs: list[dict], diverged: list[dict] = (), more_draws: list[dict] = ()) -> list[dict]:

@@ -274,6 +274,8 @@ def test_more_draws_are_named_in_the_cell_note_but_stay_out_of_the_cell():
     assert "with 30 more draws (seeds 15–44" in none["note"] and "mean over all 45" in none["note"]
     every = report.mean_ci([100 * r["metrics"]["test_acc"] for r in report.select(table + more, "none", 1)])
     assert report.fmt(*every[:2]) in none["note"]
+    se = math.hypot(every[1] / report._t975(45), 1.9 / report._t975(15))  # paper: 49.2 ± 1.9 over 15 runs
+    assert f"{abs(every[0] - 49.2) / se:.1f} standard errors of the difference" in none["note"]
     assert "more draws" not in rows[("none", 3)]["note"]  # no runs of that cell: nothing to say
 
 
