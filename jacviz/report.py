@@ -279,13 +279,13 @@ def paired_fewshot_markdown(rows: list[dict], base: str = "none") -> str:
         summary = (f" At {and_join(shared)}/class every regularizer's cell mean is {and_join(sorted(side))} the "
                    f"paper's (by {and_join(offs)} points{' respectively' if len(shared) > 1 else ''}), yet every "
                    "paired difference there agrees with the paper's"
-                   + (f": the regularizers' accuracies correlate with none's at r = {min(rs):.2f}–{max(rs):.2f} "
-                      f"over the shared draws, so each column's five offsets are one shared offset, not five "
+                   + (f": the regularizers' accuracies correlate with {base}'s at r = {min(rs):.2f}–{max(rs):.2f} "
+                      "over the shared draws, so each column's five offsets are one shared offset, not five "
                       "findings" if rs else "") + ".")
     return (_md_table(["Samples", "Difference", "Paper (difference of means)", "Ours (paired by draw)", "pairs",
                        "r (draws)", "Intervals overlap"], body)
             + "\n\nAccuracy differences in points. Ours: mean ± 95% CI (Student's t) of the per-draw differences "
-            "acc_mix(i) − acc_none(i) over the seeds both finished; run i of every regularizer trains on the same "
+            f"acc_mix(i) − acc_{base}(i) over the seeds both finished; run i of every regularizer trains on the same "
             "k samples per class (`data.few_shot_indices(y, k, seed=i)`) from the same initial weights, and r is the "
             "correlation of the two regularizers' accuracies over those draws. Paper: the difference of its two cell "
             "means, ± the root sum of squares of their half-widths (right were its cells independent draws; the "
@@ -310,6 +310,12 @@ def more_draws_note(table_runs: list[dict], more: list[dict], paper: tuple[float
             f"mean over all {every[2]} is {fmt(*every[:2])}, {where}: {abs(gap):.1f} points "
             f"{'below' if gap < 0 else 'above'} the paper's mean, {abs(gap) / se:.1f} standard errors of the "
             "difference (ours from our draws' scatter, the paper's from its interval)")
+
+
+def load_more_draws(results_dir: Path, dataset: str) -> list[dict]:
+    """The finished runs of ``reproduction/fewshot_draws.py`` (``fewshot_draws_<dataset>.json``), [] without it."""
+    path = Path(results_dir) / f"fewshot_draws_{dataset}.json"
+    return json.loads(path.read_text())["runs"] if path.exists() else []
 
 
 def table1_rows(runs: list[dict], diverged: list[dict] = (), more_draws: list[dict] = ()) -> list[dict]:
@@ -805,9 +811,8 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
         from .robustness import load_results
         rob_all = load_results(rob_file)
     rob = current_robustness(rob_all)
-    draws_file = results_dir / "fewshot_draws_mnist.json"
-    more = json.loads(draws_file.read_text())["runs"] if draws_file.exists() else []
-    t1, t2 = table1_rows(runs, longest_schedule(R.get("diverged", [])), more), table2_rows(runs)
+    t1 = table1_rows(runs, longest_schedule(R.get("diverged", [])), load_more_draws(results_dir, "mnist"))
+    t2 = table2_rows(runs)
     paired = paired_fewshot_rows(lambda v, k: select(runs, v, k), PAPER_TABLE1)
     red = jacobian_reduction(runs)
     rrows = robustness_rows(rob)

@@ -16,7 +16,8 @@ import numpy as np
 from .grid import (CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1,
                    is_schedule_study, variant_config)
 from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
-                     diverged_note, draw_noise_note, jacobian_reduction, paired_fewshot_markdown, paired_fewshot_rows, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci, on_gpu,
+                     diverged_note, draw_noise_note, jacobian_reduction, load_more_draws, more_draws_note, paired_fewshot_markdown,
+                     paired_fewshot_rows, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci, on_gpu,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
                      timing_rows, write_pngs)
 
@@ -37,12 +38,14 @@ def ddnet_runs(runs: list[dict], variant: str, k: int | None = None) -> list[dic
     return [r for r in select(runs, variant, k, model="ddnet", dataset="cifar10") if not is_schedule_study(r["config"])]
 
 
-def table_s3_rows(runs: list[dict], diverged: list[dict] = (), study: list[dict] = ()) -> list[dict]:
+def table_s3_rows(runs: list[dict], diverged: list[dict] = (), study: list[dict] = (),
+                  more: list[dict] = ()) -> list[dict]:
     """One row per (regularizer, column) of Table S3: paper, ours, difference, agreement, note.
 
     diverged: the results file's diverged runs (grid.collect_runs); ours averages the finished runs
     only and the note counts the diverged ones. study: :func:`schedule_study` pairs, whose longer runs the
-    full-data notes cite (they stay out of the cells)."""
+    full-data notes cite (they stay out of the cells). more: ``reproduction/fewshot_draws.py``'s runs beyond the
+    table's seeds, named in their few-shot cell's note (report.more_draws_note), out of the cell."""
     rows = []
     for v in TABLE1:
         for col in COLUMNS:
@@ -57,7 +60,8 @@ def table_s3_rows(runs: list[dict], diverged: list[dict] = (), study: list[dict]
                    "diff": ours[0] - paper[0] if ours[2] else math.nan, "agrees": agrees(ours, paper) if ours[2] else None}
             notes = (diverged_note(div, len(rs)), collapsed_note(rs) if col != "jac" else "",
                      _note(row, rs, runs) if rs or not div else "",
-                     _longer_note(col, [p for p in study if p["variant"] == v]) if not row["agrees"] else "")
+                     _longer_note(col, [p for p in study if p["variant"] == v]) if not row["agrees"] else "",
+                     more_draws_note(rs, ddnet_runs(list(more), v, col), paper) if col in FEWSHOT_K and rs else "")
             row["note"] = "; ".join(n for n in notes if n)
             rows.append(row)
     return rows
@@ -445,7 +449,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
         from .robustness import load_results
         rob_all = load_results(rob_file)
     rob = current_robustness(rob_all)
-    rows = table_s3_rows(runs, diverged, study)
+    rows = table_s3_rows(runs, diverged, study, load_more_draws(results_dir, "cifar10"))
     figs = cifar_figures(rob) if rob["models"] else {}
     if study:
         figs["cifar_training_length"] = schedule_study_figure(study)

@@ -119,9 +119,9 @@ else:
     st.info("No shipped checkpoints found in `checkpoints/` yet.")
 
 st.subheader("Reproduction: the paper's tables next to ours")
-RUNS_FILE = checkpoints.REPO_ROOT / "reproduction" / "mnist_runs.json"
-DRAWS_FILE = checkpoints.REPO_ROOT / "reproduction" / "fewshot_draws_mnist.json"
-CIFAR_RUNS_FILE = checkpoints.REPO_ROOT / "reproduction" / "cifar10_runs.json"
+RESULTS_DIR = checkpoints.REPO_ROOT / "reproduction"
+RUNS_FILE = RESULTS_DIR / "mnist_runs.json"
+CIFAR_RUNS_FILE = RESULTS_DIR / "cifar10_runs.json"
 
 
 def _results(path: Path) -> dict | None:
@@ -150,9 +150,9 @@ if RUNS_FILE.is_file():
                    "(Student's t) over runs; n = runs.")
         st.markdown("**Table 1**: clean MNIST test accuracy (%) by samples per class, and mean test ‖J‖_F "
                     "(normalized input)")
-        draws = _results(DRAWS_FILE) if DRAWS_FILE.is_file() else None  # reproduction/fewshot_draws.py's extra draws
-        wide_md, long_md = report.table1_markdown(report.table1_rows(repro_runs, repro.get("diverged", []),
-                                                                     draws["runs"] if draws else ()), details=False)
+        wide_md, long_md = report.table1_markdown(  # with reproduction/fewshot_draws.py's extra draws in the notes
+            report.table1_rows(repro_runs, repro.get("diverged", []), report.load_more_draws(RESULTS_DIR, "mnist")),
+            details=False)
         st.markdown(wide_md)
         with st.expander("Every cell with its difference and explanation"):
             st.markdown(long_md)
@@ -193,7 +193,8 @@ if CIFAR_RUNS_FILE.is_file():
                       "iterations." if its_fs else ""))
         study = report_cifar.schedule_study(cifar["all_runs"])  # cited by the full-data notes, not in the cells
         wide_md, long_md = report_cifar.table_s3_markdown(
-            report_cifar.table_s3_rows(cifar_runs, cifar_diverged, study), details=False)
+            report_cifar.table_s3_rows(cifar_runs, cifar_diverged, study, report.load_more_draws(RESULTS_DIR, "cifar10")),
+            details=False)
         st.markdown(wide_md)
         with st.expander("Every Table-S3 cell we ran, with its difference and explanation"):
             st.markdown(long_md)
