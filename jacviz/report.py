@@ -975,9 +975,11 @@ def fewshot_missing(counts: Sequence[int]) -> str | None:
 
 
 def _missing_md(R: dict, runs: list[dict]) -> str:
+    """What the MNIST grid plans and ``runs`` lack, a line each; few-shot runs that diverged (``R['diverged']``,
+    not retried by the grid) count as run."""
     lines = []
     for k in FEWSHOT_K:
-        n = fewshot_missing([len(select(runs, v, k)) for v in TABLE1])
+        n = fewshot_missing([len(select([*runs, *longest_schedule(R.get("diverged", []))], v, k)) for v in TABLE1])
         if n:
             lines.append(f"- few-shot k={k}: {n}")
     for v in TABLE1 + tuple(d for d in DEFENDED if d not in TABLE1):

@@ -460,3 +460,23 @@ def test_fewshot_draws_script_trains_new_draws_and_keeps_earlier_records(tmp_pat
     assert accs[15] != accs[16]
     monkeypatch.setattr(train_mod, "fit", lambda *a, **kw: pytest.fail("a finished draw was retrained"))
     assert script.main([*args, "--labels", "none", "--seeds", "15-16"]) == 0
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_a_diverged_few_shot_run_counts_as_run_in_what_is_missing(dataset):
+    """The grid does not retry a diverged run, so a column whose every mix has 15 runs tried (finished or
+    diverged) is not listed as missing; the cell's note already says which runs diverged."""
+    from jacviz import report_cifar
+
+    runs = _fewshot_runs([0.0] * 15, {v: 0.0 for v in report.TABLE1}, dataset=dataset)
+    gone = next(r for r in runs if r["label"] == "dropout" and r["config"]["seed"] == 3)
+    finished = [r for r in runs if r is not gone]
+    div = [{**gone, "iteration": 1909, "loss": "nan"}]
+
+    def missing(diverged):
+        if dataset == "mnist":
+            return report._missing_md({"runs": finished, "diverged": diverged}, finished)
+        return report_cifar._missing(finished, (), diverged)
+
+    assert "k=1: 14–15 of 15 runs per regularizer" in missing([])
+    assert "k=1:" not in missing(div) and "k=3: 0 of 15" in missing(div)
