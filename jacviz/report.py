@@ -213,19 +213,23 @@ def collapsed_note(rs: list[dict]) -> str:
     return "; ".join(n for n in notes if n)
 
 
-def draw_correlation(cell, mixes: Sequence[str]) -> tuple[float, float, int]:
-    """(smallest, largest, n): Pearson r between the per-seed test accuracies of every two of ``mixes`` over
-    the n seeds all of them finished; ``cell(mix)`` gives a few-shot cell's runs. Run i of every mix trains
-    on the same draw ``data.few_shot_indices(y, k, seed=i)`` from the same initial weights, so r near 1 says
-    the draw, not the regularizer, sets most of a run's accuracy. nan (and n) below 3 shared seeds."""
-    acc = {v: {r["config"]["seed"]: r["metrics"]["test_acc"] for r in cell(v)} for v in mixes}
+def seed_accuracy(runs: list[dict]) -> dict[int, float]:
+    """{seed: test accuracy in %} of a few-shot cell's finished runs."""
+    return {r["config"]["seed"]: 100 * r["metrics"]["test_acc"] for r in runs}
+
+
+def draw_correlation(acc: dict[str, dict[int, float]]) -> tuple[float, float, int]:
+    """(smallest, largest, n): Pearson r between the per-seed test accuracies (``acc[mix]``, as
+    :func:`seed_accuracy` gives them) of every two mixes over the n seeds all of them finished. Run i of every
+    mix trains on the same draw ``data.few_shot_indices(y, k, seed=i)`` from the same initial weights, so r
+    near 1 says the draw, not the regularizer, sets most of a run's accuracy. nan (and n) below 3 shared seeds."""
     seeds = sorted(set.intersection(*(set(a) for a in acc.values()))) if acc else []
     if len(seeds) < 3:
         return math.nan, math.nan, len(seeds)
-    m = np.array([[acc[v][s] for s in seeds] for v in mixes])
+    m = np.array([[a[s] for s in seeds] for a in acc.values()])
     if np.any(m.std(axis=1) == 0):
         return math.nan, math.nan, len(seeds)
-    r = np.corrcoef(m)[np.triu_indices(len(mixes), 1)]
+    r = np.corrcoef(m)[np.triu_indices(len(acc), 1)]
     return float(r.min()), float(r.max()), len(seeds)
 
 
@@ -242,16 +246,16 @@ def paired_fewshot_rows(cell, paper: dict, ks: Sequence[int] = FEWSHOT_K, base: 
     'r': draw_correlation of the pair}."""
     rows = []
     for k in ks:
-        b = {r["config"]["seed"]: 100 * r["metrics"]["test_acc"] for r in cell(base, k)}
+        b = seed_accuracy(cell(base, k))
         for v in (v for v in mixes if v != base):
-            a = {r["config"]["seed"]: 100 * r["metrics"]["test_acc"] for r in cell(v, k)}
+            a = seed_accuracy(cell(v, k))
             seeds = sorted(set(a) & set(b))
             if not seeds:
                 continue
             ours = mean_ci([a[s] - b[s] for s in seeds])
             pd = (paper[v][k][0] - paper[base][k][0], math.hypot(paper[v][k][1], paper[base][k][1]))
             rows.append({"k": k, "mix": v, "ours": ours, "paper": pd, "agrees": agrees(ours, pd) if len(seeds) > 1 else None,
-                         "r": draw_correlation(lambda m: cell(m, k), (base, v))[0],
+                         "r": draw_correlation({base: b, v: a})[0],
                          "offsets": (float(np.mean(list(b.values()))) - paper[base][k][0],
                                      float(np.mean(list(a.values()))) - paper[v][k][0])})
     return rows
@@ -416,7 +420,7 @@ def _note_table1(row: dict, runs: list[dict]) -> str:
         diffs = [d for d in diffs if math.isfinite(d)]
         enough = all(len(select(runs, v, col)) >= 3 for v in TABLE1)  # one or two runs: no claim about bias
         if enough and len(diffs) == len(TABLE1) and (all(d < 0 for d in diffs) or all(d > 0 for d in diffs)):
-            r_lo, r_hi, n_shared = draw_correlation(lambda v: select(runs, v, col), TABLE1)
+            r_lo, r_hi, n_shared = draw_correlation({v: seed_accuracy(select(runs, v, col)) for v in TABLE1})
             together = (f": run i of every regularizer trains on the same {col} samples per class from the same "
                         f"initial weights, and the per-run accuracies of the regularizers correlate at r = "
                         f"{r_lo:.2f}–{r_hi:.2f} over the {n_shared} draws they share, so the column's offsets are "
