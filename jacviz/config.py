@@ -24,6 +24,9 @@ class TrainConfig:
     eval_samples: test images for the accuracy at each evaluation and at the end; jac_samples:
     the first test images over which the final mean ||J||_F is taken (None = eval_samples; the
     exact norm costs 10 backward passes an image, minutes for DDNet on a CPU).
+    init: 'paper' (Xavier uniform, zero biases for LeNet'/DDNet; PyTorch's default for ResNet-18), or for
+    LeNet'/DDNet another reading of "the Xavier method" (``models.INITS``), an ablation; left out of the
+    key (so of every checkpoint name) while it is 'paper'.
     """
 
     model: str = "lenet"
@@ -46,6 +49,7 @@ class TrainConfig:
     jac_samples: int | None = None
     checkpoint_every: int = 600
     device: str = "auto"
+    init: str = "paper"
 
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
@@ -53,6 +57,12 @@ class TrainConfig:
             raise ValueError("n_proj must be >= 1, or None for the exact penalty")
         if not 0 <= self.dropout < 1:
             raise ValueError("dropout must be in [0, 1)")
+        from models import INITS
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose one of {sorted(INITS)}")
+        if self.init != "paper" and self.model == "resnet18":
+            raise ValueError("ResNet-18 uses PyTorch's default init (Appendix D); the init ablations are for "
+                             "the Xavier-initialized LeNet' and DDNet")
         if self.model == "resnet18" and self.dropout:
             raise ValueError("ResNet-18 has no dropout layers (Appendix D: the paper uses L2 but no dropout "
                              "for it); set dropout to 0")
@@ -73,6 +83,8 @@ class TrainConfig:
     def key(self) -> str:
         """Short stable hash of the fields that define what is learned (names the checkpoint)."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_KEY}
+        if d["init"] == "paper":  # added after the first checkpoints: their names stay as they were
+            del d["init"]
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     def label(self) -> str:
@@ -92,6 +104,8 @@ class TrainConfig:
         name = "+".join(parts) or "none"
         if self.few_shot_k:
             name += f" ({self.few_shot_k}/class)"
+        if self.init != "paper":
+            name += f" [init {self.init}]"
         return name
 
     def describe(self) -> str:
@@ -104,7 +118,8 @@ class TrainConfig:
             regs += f" (n_proj={'exact' if self.n_proj is None else self.n_proj})"
         if self.adv_train:
             regs += f", FGSM AT eps~U[0,{self.adv_eps_max}]"
-        return f"{self.model} on {self.dataset}, seed {self.seed}; {sched}; {regs}"
+        init = "" if self.init == "paper" else f"; init {self.init}"
+        return f"{self.model} on {self.dataset}, seed {self.seed}; {sched}; {regs}{init}"
 
 
 PAPER_VARIANTS: dict[str, dict] = {

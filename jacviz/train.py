@@ -164,7 +164,9 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     resume_path = out_dir / f"{key}.resume.pt" if out_dir else None
 
     torch.manual_seed(config.seed)
-    model = models.build(config.model, dropout=config.dropout).to(dev)
+    model = models.build(config.model, dropout=config.dropout)
+    models.apply_init(model, config.init)
+    model = model.to(dev)
     std = models.input_std(model)
     if not config.few_shot_k and config.dataset == "cifar10":
         from .fewshot_pack import is_subset_only

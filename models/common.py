@@ -1,6 +1,8 @@
 """Pieces shared by every architecture: normalization inside the model and Xavier init."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -20,6 +22,40 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+# Initializations other than the paper's, for ablations (``TrainConfig.init``). Section 3 says only "the Xavier
+# method (Glorot and Bengio, 2010)" for LeNet' and DDNet; these are the readings of it a reimplementation could make.
+INITS = {
+    "paper": "Xavier uniform weights, zero biases (what jacviz uses: models.common.xavier_init)",
+    "xavier_normal": "Xavier normal weights (same variance as uniform, a fresh draw), zero biases",
+    "default_bias": "the paper's Xavier uniform weights, biases left at PyTorch's default U(±1/√fan_in)",
+    "caffe_xavier": "Caffe's 'xavier' filler: the paper's uniform draw rescaled to U(±√(3/fan_in)), zero biases",
+}
+
+
+def apply_init(module: nn.Module, scheme: str) -> None:
+    """Re-initialize a model built with :func:`xavier_init` by another reading of 'Xavier' (see ``INITS``).
+
+    Called right after the model is built, under the run's seed. 'default_bias' and 'caffe_xavier' keep the
+    paper init's weight draw (the first draws biases afterwards, the second rescales each layer's weights by
+    √(3/fan_in) / √(6/(fan_in+fan_out))), so a run pairs with the paper-init run of its seed weight for weight."""
+    if scheme not in INITS:
+        raise ValueError(f"unknown init {scheme!r}; choose one of {sorted(INITS)}")
+    if scheme == "paper":
+        return
+    for m in module.modules():
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+        with torch.no_grad():
+            if scheme == "xavier_normal":
+                nn.init.xavier_normal_(m.weight)
+            elif scheme == "caffe_xavier":
+                m.weight.mul_(math.sqrt(3 / fan_in) / math.sqrt(6 / (fan_in + fan_out)))
+            elif scheme == "default_bias" and m.bias is not None:
+                bound = 1 / math.sqrt(fan_in)
+                nn.init.uniform_(m.bias, -bound, bound)
 
 
 def xavier_init(module: nn.Module) -> None:

@@ -44,3 +44,56 @@ def test_ddnet_architecture_per_appendix_d():
 def test_unknown_model():
     with pytest.raises(ValueError, match="unknown model"):
         models.build("vgg")
+
+
+def _built(name, init, seed=0):
+    torch.manual_seed(seed)
+    m = models.build(name)
+    models.apply_init(m, init)
+    return dict(m.named_parameters())
+
+
+@pytest.mark.parametrize("name", ["lenet", "ddnet"])
+def test_init_ablations_change_only_what_they_name(name):
+    """'default_bias' keeps the paper's weight draw and gives PyTorch-default biases; 'caffe_xavier' rescales
+    that draw to U(±√(3/fan_in)); 'xavier_normal' is a fresh draw of the same variance; all but one keep zero biases."""
+    paper, bias, caffe, normal = (_built(name, i) for i in ("paper", "default_bias", "caffe_xavier", "xavier_normal"))
+    layers = [n[:-len(".weight")] for n in paper if n.endswith(".weight")]
+    for layer in layers:
+        w = paper[layer + ".weight"]
+        fan_in = w[0].numel()
+        fan_out = w.shape[0] * w[0, 0].numel()
+        assert torch.equal(paper[layer + ".bias"], torch.zeros_like(paper[layer + ".bias"]))
+        # paper: Glorot's uniform bound sqrt(6 / (fan_in + fan_out))
+        assert w.abs().max() <= (6 / (fan_in + fan_out)) ** 0.5
+        assert torch.equal(bias[layer + ".weight"], w)
+        b = bias[layer + ".bias"]
+        assert b.abs().max() <= fan_in ** -0.5 and b.abs().max() > 0.5 * fan_in ** -0.5
+        assert torch.allclose(caffe[layer + ".weight"], w * ((fan_in + fan_out) / (2 * fan_in)) ** 0.5)
+        assert torch.equal(caffe[layer + ".bias"], paper[layer + ".bias"])
+        assert not torch.equal(normal[layer + ".weight"], w)
+        if w.numel() > 1000:  # same variance 2 / (fan_in + fan_out) as the uniform draw
+            assert normal[layer + ".weight"].var().item() == pytest.approx(2 / (fan_in + fan_out), rel=0.1)
+    # the paper's init is untouched by apply_init, so its checkpoints' names (keys) stay what they were
+    torch.manual_seed(0)
+    plain = dict(models.build(name).named_parameters())
+    assert all(torch.equal(plain[n], paper[n]) for n in plain)
+
+
+def test_init_field_keeps_old_keys_and_labels_ablations():
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from jacviz.config import TrainConfig
+    # every run recorded before the field existed keeps the key (the checkpoint name) it was saved under
+    runs = json.loads((Path(__file__).parent.parent / "reproduction" / "mnist_runs.json").read_text())["runs"]
+    old = [r for r in runs if "init" not in r["config"]]
+    assert len(old) > 200 and all(TrainConfig.from_dict(r["config"]).key() == r["key"] for r in old)
+    c = TrainConfig(few_shot_k=1, iterations=10_000, lr=0.01)
+    a = dataclasses.replace(c, init="default_bias")
+    assert a.key() != c.key() and a.label() == "none (1/class) [init default_bias]" and "init default_bias" in a.describe()
+    with pytest.raises(ValueError, match="unknown init"):
+        TrainConfig(init="he")
+    with pytest.raises(ValueError, match="ResNet-18"):
+        TrainConfig(model="resnet18", dataset="cifar10", init="caffe_xavier")

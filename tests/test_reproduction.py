@@ -462,6 +462,35 @@ def test_fewshot_draws_script_trains_new_draws_and_keeps_earlier_records(tmp_pat
     assert script.main([*args, "--labels", "none", "--seeds", "15-16"]) == 0
 
 
+def test_init_ablation_runs_pair_with_the_paper_init_and_stay_out_of_the_table(tmp_path, monkeypatch):
+    """fewshot_draws.py --init trains the table's seeds under another init (20 iterations on real MNIST here);
+    init_ablation_rows pairs each with the paper-init run of its seed, and no table cell takes them in."""
+    import dataclasses
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fewshot_draws", grid.REPO_ROOT / "reproduction" / "fewshot_draws.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    real = grid.fewshot_config
+    monkeypatch.setattr(grid, "fewshot_config", lambda *a, **kw: dataclasses.replace(
+        real(*a, **kw), iterations=20, eval_every=20, checkpoint_every=20, eval_samples=500))
+    args = ["--k", "1", "--labels", "none", "--seeds", "0-2", "--out", str(tmp_path / "runs"), "--results", str(tmp_path)]
+    assert script.main(args) == 0  # the paper-init runs the ablation pairs with
+    assert script.main([*args, "--init", "caffe_xavier"]) == 0
+    runs = json.loads((tmp_path / "fewshot_draws_mnist.json").read_text())["runs"]
+    assert sorted(r["config"].get("init", "paper") for r in runs) == ["caffe_xavier"] * 3 + ["paper"] * 3
+    paper_init = [r for r in runs if r["config"].get("init", "paper") == "paper"]
+    assert report.select(runs, "none", 1) == paper_init  # the table's selection never takes an ablation run
+    rows = report.init_ablation_rows([], runs, report.PAPER_TABLE1)
+    assert [(r["init"], r["k"], r["mix"], r["diff"][2]) for r in rows] == [("caffe_xavier", 1, "none", 3)]
+    acc = {(r["config"].get("init", "paper"), r["config"]["seed"]): 100 * r["metrics"]["test_acc"] for r in runs}
+    want = [acc["caffe_xavier", s] - acc["paper", s] for s in range(3)]
+    assert rows[0]["diff"][0] == pytest.approx(sum(want) / 3)
+    assert rows[0]["gap"] == pytest.approx(rows[0]["ours"][0] - report.PAPER_TABLE1["none"][1][0])
+    md = report.init_ablation_markdown(rows)
+    assert "`caffe_xavier`" in md and "No regularization, 1/class" in md and "U(±√(3/fan_in))" in md
+
+
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_a_diverged_few_shot_run_counts_as_run_in_what_is_missing(dataset):
     """The grid does not retry a diverged run, so a column whose every mix has 15 runs tried (finished or
