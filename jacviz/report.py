@@ -332,6 +332,7 @@ def init_ablation_rows(table_runs: list[dict], draws: list[dict], paper: dict, m
     table_runs: the table's runs (paper init); draws: ``fewshot_draws_<dataset>.json``'s runs, any init;
     paper[mix][k] = (mean %, 95% half-width). One row per (init, k, mix) with runs: {'init', 'k', 'mix',
     'ours': mean_ci of the ablation runs' accuracy (%), 'base': mean_ci of the paper-init runs of the same seeds,
+    'base_all': mean_ci of every paper-init run of the cell (the table's and the extra draws),
     'diff': mean_ci of the per-seed differences (points), 'paper', 'gap': ours − paper's mean (points)}."""
     from models import INITS
     rows = []
@@ -344,7 +345,7 @@ def init_ablation_rows(table_runs: list[dict], draws: list[dict], paper: dict, m
                 b = seed_accuracy(select([*table_runs, *draws], mix, k, model, dataset))
                 seeds = sorted(set(a) & set(b))
                 ours = mean_ci(list(a.values()))
-                rows.append({"init": init, "k": k, "mix": mix, "ours": ours,
+                rows.append({"init": init, "k": k, "mix": mix, "ours": ours, "base_all": mean_ci(list(b.values())),
                              "base": mean_ci([b[s] for s in seeds]), "diff": mean_ci([a[s] - b[s] for s in seeds]),
                              "paper": paper[mix][k], "gap": ours[0] - paper[mix][k][0]})
     return rows
@@ -373,7 +374,36 @@ def init_ablation_markdown(rows: list[dict]) -> str:
             + "; ".join(f"`{k}`: {v}" for k, v in INITS.items() if k != "paper")
             + ". Accuracy in %, mean ± 95% CI (Student's t); the paired difference is this init's run minus the "
             "paper-init run of the same seed (same k samples per class drawn), in points. These runs stay out of the "
-            "table's cells. " + ("; ".join(said) + "." if said else ""))
+            "table's cells. " + ("; ".join(said) + "." if said else "") + _init_verdict(rows))
+
+
+def _init_verdict(rows: list[dict]) -> str:
+    """Per few-shot cell: which readings' paired intervals stop short of the cell's gap to the paper (so cannot be
+    its cause) and which still reach it. The gap is the paper's mean minus the mean of every paper-init run of the
+    cell (the table's 15 and any extra draws): the part of the difference that which samples were drawn does not
+    explain as well as our draws can tell."""
+    out = []
+    for k, mix in sorted({(r["k"], r["mix"]) for r in rows}, key=lambda km: (km[0], TABLE1.index(km[1]))):
+        rs = [r for r in rows if (r["k"], r["mix"]) == (k, mix) and r["diff"][2] >= 2 and math.isfinite(r["diff"][1])]
+        if not rs:
+            continue
+        need = rs[0]["paper"][0] - rs[0]["base_all"][0]
+        short, reach = [], []
+        for r in rs:
+            far = r["diff"][0] + math.copysign(r["diff"][1], need)
+            (short if abs(far) < abs(need) or far * need < 0 else reach).append(
+                f"`{r['init']}` ({r['diff'][0]:+.1f} ± {r['diff'][1]:.1f} over {r['diff'][2]} seeds)")
+        cell = (f"{PAPER_NAMES[mix]} at {k}/class, whose {rs[0]['base_all'][2]} paper-init runs average "
+                f"{abs(need):.1f} points {'below' if need > 0 else 'above'} the paper's mean")
+        if short:
+            many = len(short) > 1
+            out.append(f" {cell[0].upper() + cell[1:]}: the paired interval{'s' if many else ''} of {and_join(short)} "
+                       f"end{'' if many else 's'} short of that gap, so {'neither' if len(short) == 2 else 'none of these' if many else 'that'} "
+                       f"reading{'s' if len(short) > 2 else ''} of \"Xavier\" is what separates the two.")
+        if reach:
+            out.append(f" {'The' if short else cell[0].upper() + cell[1:] + ': the'} interval{'s' if len(reach) > 1 else ''} "
+                       f"of {and_join(reach)} still reach{'' if len(reach) > 1 else 'es'} the gap; more seeds would tell.")
+    return "".join(out)
 
 
 def table1_rows(runs: list[dict], diverged: list[dict] = (), more_draws: list[dict] = ()) -> list[dict]:

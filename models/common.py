@@ -29,8 +29,11 @@ class Normalize(nn.Module):
 INITS = {
     "paper": "Xavier uniform weights, zero biases (what jacviz uses: models.common.xavier_init)",
     "xavier_normal": "Xavier normal weights (same variance as uniform, a fresh draw), zero biases",
-    "default_bias": "the paper's Xavier uniform weights, biases left at PyTorch's default U(±1/√fan_in)",
-    "caffe_xavier": "Caffe's 'xavier' filler: the paper's uniform draw rescaled to U(±√(3/fan_in)), zero biases",
+    # the authors' own example (github.com/facebookresearch/jacobian_regularizer, examples/mnist.py, an MLP) calls
+    # nn.init.xavier_uniform_ on the weights only, so its biases keep PyTorch's default
+    "default_bias": "the 'paper' init's Xavier uniform weights, biases left at PyTorch's default U(±1/√fan_in), "
+                    "as in the authors' example script (facebookresearch/jacobian_regularizer, examples/mnist.py)",
+    "caffe_xavier": "Caffe's 'xavier' filler: the 'paper' init's uniform draw rescaled to U(±√(3/fan_in)), zero biases",
 }
 
 

@@ -509,3 +509,20 @@ def test_a_diverged_few_shot_run_counts_as_run_in_what_is_missing(dataset):
 
     assert "k=1: 14–15 of 15 runs per regularizer" in missing([])
     assert "k=1:" not in missing(div) and "k=3: 0 of 15" in missing(div)
+
+
+def test_init_verdict_rules_out_only_readings_whose_interval_ends_short_of_the_gap():
+    """The gap is the paper's mean minus the mean of every paper-init run; a reading is ruled out only when its
+    paired interval cannot reach it."""
+    def row(init, diff):
+        return {"init": init, "k": 1, "mix": "none", "paper": (49.2, 1.9), "base_all": (46.9, 1.3, 45),
+                "base": (45.7, 2.9, 15), "ours": (45.7 + diff[0], 3.0, diff[2]), "diff": diff, "gap": -3.5}
+    tight, wide = row("default_bias", (-0.1, 0.3, 15)), row("xavier_normal", (0.4, 2.2, 15))
+    v = report._init_verdict([tight, wide])
+    assert "45 paper-init runs average 2.3 points below" in v
+    assert "interval of `default_bias` (-0.1 ± 0.3 over 15 seeds) ends short of that gap, so that reading" in v
+    assert "interval of `xavier_normal` (+0.4 ± 2.2 over 15 seeds) still reaches the gap" in v
+    # a shift of the right size is not ruled out; with one seed there is no interval and nothing is said
+    assert "still reaches" in report._init_verdict([row("caffe_xavier", (2.0, 0.5, 15))])
+    assert report._init_verdict([row("caffe_xavier", (2.0, math.nan, 1))]) == ""
+    assert "neither reading" in report._init_verdict([tight, row("caffe_xavier", (-0.4, 0.8, 15))])
