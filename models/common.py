@@ -50,7 +50,8 @@ def apply_init(module: nn.Module, scheme: str) -> None:
     for m in module.modules():
         if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
-        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+        w = m.weight  # (out, in) or (out, in, kh, kw): Glorot's fans count the receptive field
+        fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()
         with torch.no_grad():
             if scheme == "xavier_normal":
                 nn.init.xavier_normal_(m.weight)

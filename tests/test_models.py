@@ -63,6 +63,7 @@ def test_init_ablations_change_only_what_they_name(name):
         w = paper[layer + ".weight"]
         fan_in = w[0].numel()
         fan_out = w.shape[0] * w[0, 0].numel()
+        assert (fan_in, fan_out) == torch.nn.init._calculate_fan_in_and_fan_out(w)  # PyTorch's own count
         assert torch.equal(paper[layer + ".bias"], torch.zeros_like(paper[layer + ".bias"]))
         # paper: Glorot's uniform bound sqrt(6 / (fan_in + fan_out))
         assert w.abs().max() <= (6 / (fan_in + fan_out)) ** 0.5
