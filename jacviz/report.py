@@ -112,6 +112,7 @@ def and_join(items: Sequence[str]) -> str:
 def fmt(m: float, h: float, digits: int = 1) -> str:
     if not math.isfinite(m):
         return "—"
+    m = m if round(m, digits) else 0.0  # no "-0.0"
     return f"{m:.{digits}f} ± {h:.{digits}f}" if math.isfinite(h) else f"{m:.{digits}f}"
 
 
