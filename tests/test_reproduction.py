@@ -434,13 +434,10 @@ def test_cell_notes_tell_an_overlap_from_a_mean_inside_the_papers_interval():
     assert report.agrees((3.96, math.nan, 1), (4.0, 0.0)) and not report.agrees((3.94, math.nan, 1), (4.0, 0.0))
 
 
-def test_fewshot_draws_script_trains_new_draws_and_keeps_earlier_records(tmp_path, monkeypatch):
-    """reproduction/fewshot_draws.py: trains the seeds asked for (here 20 iterations instead of 10,000, on
-    real MNIST), writes the grid's records, keeps records of an earlier call, and retrains nothing on a rerun."""
+def _short_fewshot_draws(monkeypatch):
+    """reproduction/fewshot_draws.py as a module, its runs cut to 20 iterations (500 test images) instead of 10,000."""
     import dataclasses
     import importlib.util
-
-    from jacviz import train as train_mod
 
     spec = importlib.util.spec_from_file_location("fewshot_draws", grid.REPO_ROOT / "reproduction" / "fewshot_draws.py")
     script = importlib.util.module_from_spec(spec)
@@ -448,6 +445,15 @@ def test_fewshot_draws_script_trains_new_draws_and_keeps_earlier_records(tmp_pat
     real = grid.fewshot_config
     monkeypatch.setattr(grid, "fewshot_config", lambda *a, **kw: dataclasses.replace(
         real(*a, **kw), iterations=20, eval_every=20, checkpoint_every=20, eval_samples=500))
+    return script
+
+
+def test_fewshot_draws_script_trains_new_draws_and_keeps_earlier_records(tmp_path, monkeypatch):
+    """reproduction/fewshot_draws.py: trains the seeds asked for (here 20 iterations instead of 10,000, on
+    real MNIST), writes the grid's records, keeps records of an earlier call, and retrains nothing on a rerun."""
+    from jacviz import train as train_mod
+
+    script = _short_fewshot_draws(monkeypatch)
     args = ["--k", "1", "--out", str(tmp_path / "runs"), "--results", str(tmp_path)]
     assert script.main([*args, "--labels", "none", "--seeds", "15-16"]) == 0
     assert script.main([*args, "--labels", "JR", "--seeds", "15"]) == 0
@@ -465,15 +471,7 @@ def test_fewshot_draws_script_trains_new_draws_and_keeps_earlier_records(tmp_pat
 def test_init_ablation_runs_pair_with_the_paper_init_and_stay_out_of_the_table(tmp_path, monkeypatch):
     """fewshot_draws.py --init trains the table's seeds under another init (20 iterations on real MNIST here);
     init_ablation_rows pairs each with the paper-init run of its seed, and no table cell takes them in."""
-    import dataclasses
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fewshot_draws", grid.REPO_ROOT / "reproduction" / "fewshot_draws.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    real = grid.fewshot_config
-    monkeypatch.setattr(grid, "fewshot_config", lambda *a, **kw: dataclasses.replace(
-        real(*a, **kw), iterations=20, eval_every=20, checkpoint_every=20, eval_samples=500))
+    script = _short_fewshot_draws(monkeypatch)
     args = ["--k", "1", "--labels", "none", "--seeds", "0-2", "--out", str(tmp_path / "runs"), "--results", str(tmp_path)]
     assert script.main(args) == 0  # the paper-init runs the ablation pairs with
     assert script.main([*args, "--init", "caffe_xavier"]) == 0
