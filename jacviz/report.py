@@ -900,10 +900,11 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
         from .robustness import load_results
         rob_all = load_results(rob_file)
     rob = current_robustness(rob_all)
-    t1 = table1_rows(runs, longest_schedule(R.get("diverged", [])), load_more_draws(results_dir, "mnist"))
+    more = load_more_draws(results_dir, "mnist")
+    t1 = table1_rows(runs, longest_schedule(R.get("diverged", [])), more)
     t2 = table2_rows(runs)
     paired = paired_fewshot_rows(lambda v, k: select(runs, v, k), PAPER_TABLE1)
-    ablation = init_ablation_rows(runs, load_more_draws(results_dir, "mnist"), PAPER_TABLE1)
+    ablation = init_ablation_rows(runs, more, PAPER_TABLE1)
     red = jacobian_reduction(runs)
     rrows = robustness_rows(rob)
     figs = robustness_figures(rob) if rob["models"] else {}

@@ -23,11 +23,10 @@ Runs already on disk (``runs/<dataset>``, ``checkpoints/``, ``checkpoints/seeds/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
-
-import dataclasses
 
 import torch
 

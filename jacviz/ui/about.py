@@ -150,8 +150,9 @@ if RUNS_FILE.is_file():
                    "(Student's t) over runs; n = runs.")
         st.markdown("**Table 1**: clean MNIST test accuracy (%) by samples per class, and mean test ‖J‖_F "
                     "(normalized input)")
-        wide_md, long_md = report.table1_markdown(  # with reproduction/fewshot_draws.py's extra draws in the notes
-            report.table1_rows(repro_runs, repro.get("diverged", []), report.load_more_draws(RESULTS_DIR, "mnist")),
+        more = report.load_more_draws(RESULTS_DIR, "mnist")  # reproduction/fewshot_draws.py's runs
+        wide_md, long_md = report.table1_markdown(  # with the extra draws in the notes
+            report.table1_rows(repro_runs, repro.get("diverged", []), more),
             details=False)
         st.markdown(wide_md)
         with st.expander("Every cell with its difference and explanation"):
@@ -160,7 +161,7 @@ if RUNS_FILE.is_file():
         if paired:
             with st.expander("Few-shot: each regularizer against none, paired by draw"):
                 st.markdown(report.paired_fewshot_markdown(paired))
-        ablation = report.init_ablation_rows(repro_runs, report.load_more_draws(RESULTS_DIR, "mnist"), report.PAPER_TABLE1)
+        ablation = report.init_ablation_rows(repro_runs, more, report.PAPER_TABLE1)
         if ablation:
             with st.expander('Few-shot: other readings of "Xavier initialization"'):
                 st.markdown(report.init_ablation_markdown(ablation))
