@@ -14,7 +14,8 @@ class LeNet(nn.Module):
 
     Input: (B, 1, 28, 28) pixels in [0, 1]; output: (B, 10) logits.
     Appendix D writes 2100 inputs for the first fully connected layer, but a 28x28 input through
-    these two conv/pool stages gives 16*5*5 = 400 features, so 400 is used here.
+    these two conv/pool stages gives 16*5*5 = 400 features, so 400 is used here (2100 is not a multiple
+    of the 16 stated channels; see the README's MNIST few-shot paragraph).
     Dropout (rate ``dropout``) follows the two hidden fully connected layers. Xavier init.
     """
 
