@@ -321,6 +321,32 @@ def recorded_keys(previous: dict) -> set[str]:
     return {r["key"] for r in previous.get("runs", previous.get("models", [])) + previous.get("diverged", [])}
 
 
+def merge_previous(previous: dict, other: dict, dataset: str, source: str = "another results file") -> tuple[dict, int]:
+    """``previous`` plus the records of ``other`` whose keys it lacks, and how many were added.
+
+    ``other`` is a results file written elsewhere (``<dataset>_runs.json`` or ``<dataset>_robustness.json``
+    brought back from a lent GPU machine, whose checkpoints stay there): its finished runs, diverged runs
+    or robustness records join this one's. A record this file already holds is never replaced. Raises
+    SystemExit when ``other`` holds another dataset's records or is of the other kind of file."""
+    kind = "models" if "models" in previous or ("models" in other and "runs" not in previous) else "runs"
+    fields = ("models",) if kind == "models" else ("runs", "diverged")
+    if not any(f in other for f in fields):
+        raise SystemExit(f"{source} holds no {' or '.join(fields)} records: merge a {dataset}_"
+                         f"{'robustness' if kind == 'models' else 'runs'}.json into its own kind")
+    have, out, added = recorded_keys(previous), dict(previous), 0
+    for field in fields:
+        new = [r for r in other.get(field, []) if r["key"] not in have]
+        wrong = sorted({r.get("config", {}).get("dataset") for r in new} - {dataset})
+        if wrong:
+            raise SystemExit(f"{source} holds {wrong} records, not {dataset} ones")
+        if field == "runs":  # the checkpoints stayed on the other machine
+            new = [{**r, "checkpoint": None} for r in new]
+        if new:
+            out[field] = list(previous.get(field, [])) + new
+            added += len(new)
+    return out, added
+
+
 def collect_runs(folders: Sequence[Path], configs: Sequence[TrainConfig], previous: dict | None = None) -> dict:
     """Metrics and histories of the finished runs among ``configs`` (missing ones listed).
 
@@ -467,6 +493,9 @@ every kind of run with its measured times.""")
                    help="folders whose finished checkpoints count as done (default: the shipped seed-0 models "
                         "and checkpoints/seeds/, the other seeds kept in git)")
     p.add_argument("--results", default=str(RESULTS_DIR), help="where the results JSON files go")
+    p.add_argument("--merge", nargs="*", default=[], metavar="FILE",
+                   help="results files written on another machine (a GPU call's <dataset>_runs.json or "
+                        "<dataset>_robustness.json): their records that ours lack are added, ours are kept")
     p.add_argument("--workers", type=int, default=1,
                    help="processes (on one GPU they share it: 14 few-shot DDNet runs at once on an NVIDIA H200 "
                         "made about 2x the progress of one run alone, 2026-12-04)")
@@ -503,6 +532,15 @@ def cli(argv: Sequence[str] | None = None) -> int:
     runs_file, rob_file = results / f"{ds}_runs.json", results / f"{ds}_robustness.json"
     prev_runs = load_previous(runs_file)
     prev_rob = load_previous(rob_file)
+    for f in a.merge:
+        if not Path(f).is_file():
+            raise SystemExit(f"--merge: {f} not found")
+        other = load_previous(Path(f))
+        if "models" in other:
+            prev_rob, n = merge_previous(prev_rob or {"models": []}, other, ds, f)
+        else:
+            prev_runs, n = merge_previous(prev_runs or {"runs": []}, other, ds, f)
+        log(f"merged {n} new records from {f}")
     recorded, recorded_rob = recorded_keys(prev_runs), recorded_keys(prev_rob)
     configs = plan(experiments, a.seeds, schedule, a.fewshot_k, a.fewshot_runs, ds)
     # done: a checkpoint on disk, or a run the results file already records (its checkpoint may be gone);

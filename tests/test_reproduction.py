@@ -524,3 +524,36 @@ def test_init_verdict_rules_out_only_readings_whose_interval_ends_short_of_the_g
     assert "still reaches" in report._init_verdict([row("caffe_xavier", (2.0, 0.5, 15))])
     assert report._init_verdict([row("caffe_xavier", (2.0, math.nan, 1))]) == ""
     assert "neither reading" in report._init_verdict([tight, row("caffe_xavier", (-0.4, 0.8, 15))])
+
+
+def test_collect_merges_the_results_file_of_another_machine(tmp_path):
+    """A GPU call brings back its cifar10_runs.json and cifar10_robustness.json while its checkpoints stay
+    there: `grid --stage collect --merge` adds the records ours lack (runs, diverged runs, robustness),
+    never replaces one we hold, and refuses another dataset's file."""
+    real = json.loads((grid.RESULTS_DIR / "cifar10_runs.json").read_text())
+    real_rob = json.loads((grid.RESULTS_DIR / "cifar10_robustness.json").read_text())
+    runs = [r for r in real["runs"] if r["config"].get("few_shot_k") == 1]
+    assert len(runs) > 4 and real["diverged"] and len(real_rob["models"]) > 2
+    res = tmp_path / "results"
+    res.mkdir()
+    grid.write_json({"runs": runs[:-3], "diverged": real["diverged"][:1]}, res / "cifar10_runs.json")
+    grid.write_json({"models": real_rob["models"][:1]}, res / "cifar10_robustness.json")
+    changed = {**runs[0], "metrics": {**runs[0]["metrics"], "test_acc": 0.99}}  # theirs differs: ours must win
+    grid.write_json({"runs": [changed] + runs[-3:], "diverged": real["diverged"]}, tmp_path / "gpu_runs.json")
+    grid.write_json({"models": real_rob["models"][:3]}, tmp_path / "gpu_robustness.json")
+    args = ["--dataset", "cifar10", "--stage", "collect", "--experiments", "fewshot", "--fewshot-k", "1",
+            "--out", str(tmp_path / "runs"), "--also", "--results", str(res)]
+    assert grid.cli(args + ["--merge", str(tmp_path / "gpu_runs.json"), str(tmp_path / "gpu_robustness.json")]) == 0
+    after = json.loads((res / "cifar10_runs.json").read_text())
+    by_key = {r["key"]: r for r in after["runs"]}
+    assert set(by_key) == {r["key"] for r in runs}
+    assert by_key[runs[0]["key"]]["metrics"]["test_acc"] == runs[0]["metrics"]["test_acc"] != 0.99
+    assert all(by_key[r["key"]]["checkpoint"] is None and by_key[r["key"]]["metrics"] == r["metrics"] for r in runs[-3:])
+    assert {d["key"] for d in after["diverged"]} == {d["key"] for d in real["diverged"]}
+    rob = json.loads((res / "cifar10_robustness.json").read_text())
+    assert [m["key"] for m in rob["models"]] == [m["key"] for m in real_rob["models"][:3]]
+    assert not (tmp_path / "runs").exists()  # collect trains nothing
+    with pytest.raises(SystemExit, match="mnist"):
+        grid.cli(args + ["--merge", str(grid.RESULTS_DIR / "mnist_runs.json")])
+    with pytest.raises(SystemExit, match="not found"):
+        grid.cli(args + ["--merge", str(tmp_path / "nowhere.json")])

@@ -1,0 +1,53 @@
+#!/bin/bash
+# One call on a lent GPU machine (nvidia-h100-x1 or nvidia-h200), sized for the 15 minutes of device
+# time a task gets: the ResNet-18 JR overhead benchmark, then CIFAR-10 few-shot DDNet runs (Table S3)
+# until BUDGET seconds are spent, then the results files the report needs, written to $OUT.
+#
+# Here, once (the machine cannot see ../shared; the pack is ~30 MiB, the tracked tree ~29 MB, limit 64 MiB):
+#     JACVIZ_DATA=../shared/data python -m jacviz.fewshot_pack pack .pack
+#     grep -qx '/.pack/' .git/info/exclude || echo /.pack/ >> .git/info/exclude
+# There (the device tool's run): command "bash reproduction/gpu_call.sh 420 30,10 4",
+#     carry [".pack"], timeout_s 590 (leaves time for the start and the transfers).
+# Back here, with the folder the call's files came back to (files_at):
+#     python -m jacviz grid --dataset cifar10 --stage collect --merge FILES_AT/cifar10_runs.json
+#     python -m jacviz report
+# and put FILES_AT/jr_overhead_resnet18.txt's ratios in the README (machine and date with them).
+#
+# Arguments: BUDGET (s) for the few-shot training (runs still going then are lost; the finished ones
+# are recorded); K, the few-shot columns in order (default 30,10); WORKERS, runs at once on the one GPU
+# (default 4: 14 at once made only ~2x the progress of one on an H200, 2026-12-04, and each run must
+# finish inside BUDGET to count).
+set -u
+BUDGET=${1:-420}
+K=${2:-30,10}
+WORKERS=${3:-4}
+OUT=${OUT:-/tmp/jacviz_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 JACVIZ_DATA=/tmp/jacviz_data
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu PYTHON=.venv/bin/python: a dry rehearsal here (the benchmark is then skipped)
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+} 2>&1 | tee "$OUT/machine.txt"
+
+# 1. ResNet-18 JR overhead (issue goal <= 1.6x; random batches, no data needed), ~1-2 min.
+[ "$DEVICE" = cuda ] && timeout 180 "$PY" benchmarks/jr_overhead.py --models resnet18 --devices cuda --batch 100,400 --nproj 1 \
+  --profile --cuda-graph 2>&1 | tee "$OUT/jr_overhead_resnet18.txt"
+
+# 2. Few-shot DDNet runs from the carried pack (checked byte for byte against the originals' hashes).
+if [ -d .pack ]; then
+  "$PY" -m jacviz.fewshot_pack unpack .pack "$JACVIZ_DATA" 2>&1 | tail -3
+  timeout "$BUDGET" "$PY" -m jacviz grid --dataset cifar10 --experiments fewshot --fewshot-k "$K" \
+    --fewshot-runs 15 --stage train --workers "$WORKERS" --threads 2 --device "$DEVICE" > "$OUT/grid.log" 2>&1
+  echo "training stopped (rc $?; 124 = BUDGET reached)" | tee -a "$OUT/grid.log"
+  pkill -f multiprocessing.spawn; sleep 2  # workers outlive their killed parent: no run may finish after collect
+  # the records of every run finished here, with those the carried results file already held
+  "$PY" -m jacviz grid --dataset cifar10 --experiments fewshot --fewshot-k "$K" --stage collect \
+    >> "$OUT/grid.log" 2>&1
+  cp reproduction/cifar10_runs.json "$OUT/"
+  grep -c "iteration 10000/10000" "$OUT/grid.log" | sed 's/^/runs finished: /'
+else
+  echo "no .pack carried: few-shot training skipped (see the top of this script)"
+fi
