@@ -39,10 +39,17 @@ DEVICE=${DEVICE:-cuda}  # DEVICE=cpu PYTHON=.venv/bin/python: a dry rehearsal he
 # 2. Few-shot DDNet runs from the carried pack (checked byte for byte against the originals' hashes).
 if [ -d .pack ]; then
   "$PY" -m jacviz.fewshot_pack unpack .pack "$JACVIZ_DATA" 2>&1 | tail -3
-  timeout "$BUDGET" "$PY" -m jacviz grid --dataset cifar10 --experiments fewshot --fewshot-k "$K" \
-    --fewshot-runs 15 --stage train --workers "$WORKERS" --threads 2 --device "$DEVICE" > "$OUT/grid.log" 2>&1
-  echo "training stopped (rc $?; 124 = BUDGET reached)" | tee -a "$OUT/grid.log"
-  pkill -f multiprocessing.spawn; sleep 2  # workers outlive their killed parent: no run may finish after collect
+  # in a process group of its own, so that the workers stop with it when BUDGET is reached
+  setsid "$PY" -m jacviz grid --dataset cifar10 --experiments fewshot --fewshot-k "$K" \
+    --fewshot-runs 15 --stage train --workers "$WORKERS" --threads 2 --device "$DEVICE" > "$OUT/grid.log" 2>&1 &
+  GRID=$!
+  (sleep "$BUDGET"; touch /tmp/jacviz_budget_reached; kill -TERM -- -"$GRID") 2>/dev/null &
+  WATCH=$!
+  wait "$GRID"
+  kill "$WATCH" 2>/dev/null; kill -TERM -- -"$GRID" 2>/dev/null; sleep 2
+  if [ -e /tmp/jacviz_budget_reached ]; then why="its BUDGET of $BUDGET s was reached"; else why="every planned run was done"; fi
+  rm -f /tmp/jacviz_budget_reached
+  echo "training stopped: $why" | tee -a "$OUT/grid.log"
   # the records of every run finished here, with those the carried results file already held
   "$PY" -m jacviz grid --dataset cifar10 --experiments fewshot --fewshot-k "$K" --stage collect \
     >> "$OUT/grid.log" 2>&1
