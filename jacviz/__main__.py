@@ -145,29 +145,23 @@ def cmd_ship(argv) -> int:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": cmd_train, "manifest": cmd_manifest, "ship": cmd_ship}
-    try:
-        from .robustness import cli as robustness_cli
-        commands["robustness"] = robustness_cli
-    except ImportError:
-        pass
-    try:
-        from .cells import cli as plane_cli
-        commands["plane"] = plane_cli
-    except ImportError:
-        pass
+    from .cells import cli as plane_cli
+    from .data import DatasetMissingError
     from .grid import cli as grid_cli
-    commands["grid"] = grid_cli
-    try:
-        from .report import cli as report_cli
-        commands["report"] = report_cli
-    except ImportError:
-        pass
+    from .report import cli as report_cli
+    from .robustness import cli as robustness_cli
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": cmd_train, "manifest": cmd_manifest, "ship": cmd_ship, "robustness": robustness_cli,
+                "plane": plane_cli, "grid": grid_cli, "report": report_cli}
     if not argv or argv[0] not in commands:
         print("usage: python -m jacviz {" + ",".join(commands) + "} [--help]", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return commands[argv[0]](argv[1:])
+    try:
+        return commands[argv[0]](argv[1:])
+    except DatasetMissingError as err:  # says where to put the files: that, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -79,3 +79,13 @@ def test_cache_off_and_app_modules_do_not_import_torchvision(monkeypatch):
             "print('torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_cli_says_where_to_put_a_missing_dataset_without_a_traceback(tmp_path, monkeypatch, capsys):
+    from jacviz.__main__ import main
+    monkeypatch.setenv("JACVIZ_DATA", str(tmp_path))
+    monkeypatch.setenv("JACVIZ_CACHE", "off")
+    assert main(["train", "--model", "lenet", "--iterations", "1", "--out", str(tmp_path / "ck")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and str(tmp_path) in err and "MNIST/raw" in err and "Traceback" not in err
+    assert not (tmp_path / "ck").exists()
