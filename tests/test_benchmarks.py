@@ -3,11 +3,15 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch.func import stack_module_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import jr_overhead  # noqa: E402
 import models  # noqa: E402
+import stacking  # noqa: E402
+from jacviz.jacobian import _unit_vectors, jacobian_penalty  # noqa: E402
 
 
 def test_profile_step_counts_the_double_backward_ops():
@@ -43,3 +47,28 @@ def test_without_batchnorm_strips_every_batchnorm_of_a_copy_only():
     bare_convs = [m.weight for m in bare.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == len(bare_convs) and all(torch.equal(a, b) for a, b in zip(convs, bare_convs))
     assert jr_overhead.without_batchnorm(models.build("ddnet")) is None
+
+
+def test_stacked_step_gives_each_model_its_own_jr_gradient():
+    """benchmarks/stacking.py times one vmapped step for S models against S steps; it is only a fair
+    comparison if the stacked step computes what jacviz.train does: for each model, the gradient of
+    CE + lambda/2 * ||J||^2 (one projection, normalized input) on its own batch and its own draw."""
+    torch.manual_seed(0)
+    S, B = 3, 4
+    ms = [models.build("lenet").train() for _ in range(S)]
+    params, _ = stack_module_state(ms)
+    x = torch.rand(S, B, 1, 28, 28)
+    y = torch.randint(0, 10, (S, B))
+    v = torch.stack([_unit_vectors((B, 10), x, torch.Generator().manual_seed(i)) for i in range(S)])
+    g = stacking.stacked_grad_fn(ms[0])({k: p.detach() for k, p in params.items()}, x, y, v)
+    for i, m in enumerate(ms):
+        xi = x[i].clone().requires_grad_(True)
+        logits = m(xi)
+        jr = jacobian_penalty(xi, logits, 1, generator=torch.Generator().manual_seed(i)) * models.input_std(m) ** 2
+        loss = F.cross_entropy(logits, y[i]) + stacking.LAMBDA_JR / 2 * jr
+        ref = dict(zip([n for n, _ in m.named_parameters()], torch.autograd.grad(loss, list(m.parameters()))))
+        for name, r in ref.items():
+            torch.testing.assert_close(g[name][i], r, rtol=1e-4, atol=1e-6)
+    # the penalty term matters: without it the gradients differ
+    g0 = stacking.stacked_grad_fn(ms[0], lam=0.0)({k: p.detach() for k, p in params.items()}, x, y, v)
+    assert not torch.allclose(g0["features.0.weight"], g["features.0.weight"], rtol=1e-3)
