@@ -326,13 +326,12 @@ def merge_previous(previous: dict, other: dict, dataset: str, source: str = "ano
 
     ``other`` is a results file written elsewhere (``<dataset>_runs.json`` or ``<dataset>_robustness.json``
     brought back from a lent GPU machine, whose checkpoints stay there): its finished runs, diverged runs
-    or robustness records join this one's. A record this file already holds is never replaced. Raises
-    SystemExit when ``other`` holds another dataset's records or is of the other kind of file."""
-    kind = "models" if "models" in previous or ("models" in other and "runs" not in previous) else "runs"
-    fields = ("models",) if kind == "models" else ("runs", "diverged")
+    or robustness records join this one's (``previous`` must be of the same kind of file). A record this
+    file already holds is never replaced. Raises SystemExit when ``other`` is no results file or holds
+    another dataset's records."""
+    fields = ("models",) if "models" in other else ("runs", "diverged")
     if not any(f in other for f in fields):
-        raise SystemExit(f"{source} holds no {' or '.join(fields)} records: merge a {dataset}_"
-                         f"{'robustness' if kind == 'models' else 'runs'}.json into its own kind")
+        raise SystemExit(f"{source} is no results file of `python -m jacviz grid` (no runs or models in it)")
     have, out, added = recorded_keys(previous), dict(previous), 0
     for field in fields:
         new = [r for r in other.get(field, []) if r["key"] not in have]
