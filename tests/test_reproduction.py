@@ -557,3 +557,6 @@ def test_collect_merges_the_results_file_of_another_machine(tmp_path):
         grid.cli(args + ["--merge", str(grid.RESULTS_DIR / "mnist_runs.json")])
     with pytest.raises(SystemExit, match="not found"):
         grid.cli(args + ["--merge", str(tmp_path / "nowhere.json")])
+    (tmp_path / "other.json").write_text('{"meta": {}}')
+    with pytest.raises(SystemExit, match="no results file"):
+        grid.cli(args + ["--merge", str(tmp_path / "other.json")])
