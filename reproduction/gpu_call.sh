@@ -28,7 +28,7 @@ OUT=${OUT:-/tmp/jacviz_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 JACVIZ_DATA=/tmp/jacviz_data
 PY=${PYTHON:-python3}
-DEVICE=${DEVICE:-cuda}  # DEVICE=cpu PYTHON=.venv/bin/python: a dry rehearsal here (the benchmark is then skipped)
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu PYTHON=.venv/bin/python: a dry rehearsal here (the benchmarks are then skipped)
 {
   date -u
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
