@@ -11,9 +11,9 @@ SGD with momentum) for S models: S sequential steps of jacviz's own kind against
 and prints the ratio stacked / sequential (below 1: stacking is faster). Median over --steps after
 warm-up, random [0, 1] batches (timing does not depend on pixel values), no dropout.
 
-Measured here (2-core Intel Xeon VM, torch 2.15.0, 1 thread, two training jobs beside it, 2026-12-06;
-benchmarks/results/stacking_cpu_2026-12-06.txt): stacked / sequential 0.63-0.68 for LeNet' at batch 10
-(S = 5, 15), 0.86-1.25 at batch 30, and 1.37-1.55 for DDNet at batch 10-30, whose steps are bound by
+Measured here (2-core Intel Xeon VM, torch 2.15.0, 1 thread, nothing else running, 2026-12-06;
+benchmarks/results/stacking_cpu_2026-12-06.txt): stacked / sequential 0.74-0.93 for LeNet' at batch 10
+(S = 15, 5), 1.12-1.20 at batch 30, and 1.32-1.60 for DDNet at batch 10-30, whose steps are bound by
 arithmetic on a CPU. So no stacked trainer for the CPU; whether one pays on a GPU is what
 `reproduction/gpu_call.sh` measures (DDNet, batches 30-300).
 """
@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models  # noqa: E402
 from _common import sync  # noqa: E402
-from jacviz.jacobian import _unit_vectors, jacobian_penalty  # noqa: E402
+from jacviz.jacobian import _unit_vectors  # noqa: E402
+from jr_overhead import _optimizer, _train_step  # noqa: E402
 
-LAMBDA_JR, LR, MOMENTUM = 0.01, 0.01, 0.9
+LAMBDA_JR, LR, MOMENTUM = 0.01, 1e-3, 0.9  # as jr_overhead's step (its 0.005 * ||J||^2 is LAMBDA_JR / 2)
 
 
 def stacked_grad_fn(template: torch.nn.Module, lam: float = LAMBDA_JR):
@@ -82,7 +83,8 @@ def bench(name: str, dev: torch.device, S: int, B: int, steps: int) -> dict:
     y = torch.randint(0, 10, (S, B), device=dev)
     v = _unit_vectors((S, B, 10), x)
     step_grads = stacked_grad_fn(template)
-    opts = [torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM) for m in ms]
+    opts = [_optimizer(m) for m in ms]
+    std = models.input_std(ms[0])
 
     def stacked():
         g = step_grads(params, x, y, v)
@@ -90,15 +92,10 @@ def bench(name: str, dev: torch.device, S: int, B: int, steps: int) -> dict:
             bufs[k].mul_(MOMENTUM).add_(g[k])
             params[k].sub_(LR * bufs[k])
 
-    def sequential():
+    def sequential():  # benchmarks/jr_overhead.py's step, one model after another
         for i, (m, o) in enumerate(zip(ms, opts)):
-            xi = x[i].detach().requires_grad_(True)
-            logits = m(xi)
-            jr = jacobian_penalty(xi, logits, 1) * float(models.input_std(m)) ** 2
-            loss = F.cross_entropy(logits, y[i]) + LAMBDA_JR / 2 * jr
             o.zero_grad(set_to_none=True)
-            loss.backward()
-            o.step()
+            _train_step(m, o, x[i], y[i], 1, std)
 
     t_seq, t_stk = time_it(sequential, dev, steps), time_it(stacked, dev, steps)
     return {"model": name, "device": str(dev), "S": S, "B": B, "sequential_ms": 1e3 * t_seq,
