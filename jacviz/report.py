@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .grid import FEWSHOT_K, LAMBDAS, PAPER_ITERATIONS, RESULTS_DIR, REPO_ROOT, TABLE1, DEFENDED, is_schedule_study
+from .grid import FEWSHOT_K, LAMBDAS, PAPER_ITERATIONS, RESULTS_DIR, REPO_ROOT, TABLE1, DEFENDED, SCHEDULES, is_schedule_study
 
 # Table 1 (test accuracy %, 95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
 PAPER_TABLE1 = {
@@ -129,22 +129,55 @@ def _cfg_matches(cfg: dict, variant: str, k: int | None, model: str = "lenet", d
     return all(cfg.get(f) == v for f, v in want.items())
 
 
-def longest_schedule(records: list[dict]) -> list[dict]:
-    """``records`` (runs, diverged runs or robustness records, each with a 'config') without the full-data ones
-    superseded by a longer schedule of the same architecture and dataset: once the paper's 150k-iteration
-    runs exist, the short CPU ones stay in the results files, but no table or figure averages the two
-    schedules together. Few-shot runs (one protocol) are all kept. The CIFAR-10 'schedule' experiment's runs
-    (``grid.is_schedule_study``) are left out: they are a side study with a table of their own, and neither
-    supersede nor join the tables' runs."""
-    records = [r for r in records if not is_schedule_study(r.get("config", {}))]
-    longest: dict = {}
+def table_iterations(records: list[dict]) -> dict:
+    """{(model, dataset): the full-data training length the tables use}: per architecture, the longest schedule
+    that has a record of every Table-1 mix the architecture has at any length, so that a few runs of a longer
+    schedule (a CPU session's 150k-iteration runs) do not empty the other cells; the longest present where no
+    length covers them. The CIFAR-10 'schedule' experiment's runs (``grid.is_schedule_study``) never count."""
+    mixes: dict = {}
     for r in records:
         c = r.get("config", {})
-        if not c.get("few_shot_k"):
-            arch = (c.get("model"), c.get("dataset"))
-            longest[arch] = max(longest.get(arch, 0), c.get("iterations", 0))
+        if c.get("few_shot_k") or is_schedule_study(c):
+            continue
+        arch = (c.get("model"), c.get("dataset"))
+        have = {v for v in TABLE1 if _cfg_matches(c, v, None, *arch)}
+        mixes.setdefault(arch, {}).setdefault(c.get("iterations", 0), set()).update(have)
+    out = {}
+    for arch, by_len in mixes.items():
+        wanted = set().union(*by_len.values())
+        complete = [n for n, have in by_len.items() if have >= wanted]
+        out[arch] = max(complete or by_len)
+    return out
+
+
+def longest_schedule(records: list[dict]) -> list[dict]:
+    """``records`` (runs, diverged runs or robustness records, each with a 'config') without the full-data ones
+    of another length than :func:`table_iterations` picks for their architecture: once the paper's
+    150k-iteration runs cover every Table-1 mix, the short CPU ones stay in the results files, but no table or
+    figure averages the two schedules together; until then the longer runs stand beside the tables
+    (:func:`length_study`). Few-shot runs (one protocol) are all kept. The CIFAR-10 'schedule' experiment's
+    runs (``grid.is_schedule_study``) are left out: they are a side study with a table of their own, and
+    neither supersede nor join the tables' runs."""
+    records = [r for r in records if not is_schedule_study(r.get("config", {}))]
+    length = table_iterations(records)
     return [r for r in records if (c := r.get("config", {})).get("few_shot_k")
-            or c.get("iterations", 0) == longest[(c.get("model"), c.get("dataset"))]]
+            or c.get("iterations", 0) == length[(c.get("model"), c.get("dataset"))]]
+
+
+def length_study(all_runs: list[dict], model: str = "lenet", dataset: str = "mnist") -> list[dict]:
+    """Full-data runs of a Table-1 mix longer than the tables' schedule (:func:`table_iterations`), which
+    therefore stay out of the tables, each paired with the tables' run of the same mix and seed:
+    [{'variant', 'seed', 'long': run, 'short': run or None}], mixes in Table 1's order, then by seed."""
+    n = table_iterations(all_runs).get((model, dataset))
+    out = []
+    for v in TABLE1:
+        long = [r for r in select(all_runs, v, model=model, dataset=dataset)
+                if r["config"]["iterations"] > (n or math.inf) and not is_schedule_study(r["config"])]
+        for r in sorted(long, key=lambda r: r["config"]["seed"]):
+            twin = [t for t in select(all_runs, v, model=model, dataset=dataset, seed=r["config"]["seed"])
+                    if t["config"]["iterations"] == n]
+            out.append({"variant": v, "seed": r["config"]["seed"], "long": r, "short": twin[0] if twin else None})
+    return out
 
 
 def schedule_name(runs: list[dict]) -> str:
@@ -163,7 +196,10 @@ def current_robustness(rob: dict) -> dict:
 
 
 def superseded_note(all_runs: list[dict], runs: list[dict]) -> str:
-    n = len(all_runs) - len(runs)
+    """How many of ``all_runs`` a shorter schedule left out of ``runs`` (the tables' runs), or ''."""
+    length = table_iterations(runs)
+    n = sum(1 for r in all_runs if not (c := r["config"]).get("few_shot_k") and not is_schedule_study(c)
+            and c["iterations"] < length.get((c.get("model"), c.get("dataset")), 0))
     return (f" ({n} more run{'s' if n > 1 else ''} of a shorter schedule, superseded by these, "
             f"{'stay' if n > 1 else 'stays'} in the results file and in *Compute* only)") if n else ""
 
@@ -407,12 +443,15 @@ def _init_verdict(rows: list[dict]) -> str:
     return "".join(out)
 
 
-def table1_rows(runs: list[dict], diverged: list[dict] = (), more_draws: list[dict] = ()) -> list[dict]:
+def table1_rows(runs: list[dict], diverged: list[dict] = (), more_draws: list[dict] = (),
+                study: list[dict] = ()) -> list[dict]:
     """One row per (regularizer, column) of Table 1: paper, ours, difference, agreement, note.
 
     diverged: the results file's diverged runs; ours averages the finished runs, the note counts these.
     more_draws: few-shot runs beyond the table's seeds (``reproduction/fewshot_draws_mnist.json``): they stay
-    out of the cells, whose note gives the mean over all draws."""
+    out of the cells, whose note gives the mean over all draws. study: :func:`length_study` pairs, whose
+    longer runs the full-data notes cite (they stay out of the cells)."""
+    from .report_length import longer_note
     rows = []
     for v in TABLE1:
         for col in (*FEWSHOT_K, "all", "jac"):
@@ -428,8 +467,10 @@ def table1_rows(runs: list[dict], diverged: list[dict] = (), more_draws: list[di
             row = {"regularizer": v, "column": col, "paper": paper, "ours": ours, "pixel": pixel,
                    "diff": ours[0] - paper[0] if ours[2] else math.nan,
                    "agrees": agrees(ours, paper) if ours[2] else None}
+            pairs = [p for p in study if p["variant"] == v and p["short"]]
             notes = (diverged_note(div, len(rs)), collapsed_note(rs) if col != "jac" else "",
-                     _note_table1(row, runs) if rs or not div else "",
+                     _note_table1(row, runs, bool(pairs)) if rs or not div else "",
+                     longer_note(col, pairs) if not row["agrees"] else "",
                      more_draws_note(rs, select(list(more_draws), v, col), paper)
                      if col not in ("all", "jac") and rs else "")
             row["note"] = "; ".join(n for n in notes if n)
@@ -460,7 +501,8 @@ def final_ce(runs: list[dict]) -> float:
     return float(np.mean(ce)) if ce else math.nan
 
 
-def _note_table1(row: dict, runs: list[dict]) -> str:
+def _note_table1(row: dict, runs: list[dict], longer: bool = False) -> str:
+    """The note of a Table-1 cell; longer: a run of this mix on a longer schedule is cited after it."""
     n = row["ours"][2]
     if n == 0:
         return "not run yet"
@@ -497,7 +539,8 @@ def _note_table1(row: dict, runs: list[dict]) -> str:
                      f"final training-batch cross-entropy {final_ce(select(runs, row['regularizer'])):.3f} (dropout "
                      f"active where used) against {final_ce(select(runs, 'none')):.3f} without regularization: "
                      "these runs fit the training set less "
-                     "tightly when the schedule ended; whether 150k iterations close the gap was not checked here")
+                     "tightly when the schedule ended" + ("" if longer else
+                                                          "; whether 150k iterations close the gap was not checked here"))
     else:
         accs = [100 * r["metrics"]["test_acc"] for r in select(runs, row["regularizer"], col)]
         diffs = [mean_ci([100 * r["metrics"]["test_acc"] for r in select(runs, v, col)])[0] - PAPER_TABLE1[v][col][0]
@@ -901,7 +944,8 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
         rob_all = load_results(rob_file)
     rob = current_robustness(rob_all)
     more = load_more_draws(results_dir, "mnist")
-    t1 = table1_rows(runs, longest_schedule(R.get("diverged", [])), more)
+    study = length_study(all_runs)
+    t1 = table1_rows(runs, longest_schedule(R.get("diverged", [])), more, study)
     t2 = table2_rows(runs)
     paired = paired_fewshot_rows(lambda v, k: select(runs, v, k), PAPER_TABLE1)
     ablation = init_ablation_rows(runs, more, PAPER_TABLE1)
@@ -911,6 +955,11 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
     f2 = figure2(runs)
     if f2 is not None:
         figs["fig2_nproj"] = f2
+    if study:
+        from .report_length import length_figure
+        figs["mnist_training_length"] = length_figure(
+            study, PAPER_TABLE1, "LeNet' on MNIST: the tables' short schedule and the paper's 150,000 iterations",
+            per_epoch=600, log_x=True)
     pngs = write_pngs(figs, results_dir / "figures") if png else None
 
     full = [r for r in runs if r["config"].get("few_shot_k") is None]
@@ -936,7 +985,8 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           f"Generated {time.strftime('%Y-%m-%d')}.\n",
           "## How these numbers were made\n",
           f"- **Runs**: {len(runs)} finished LeNet' runs ({len(full)} on all of MNIST, {len(runs) - len(full)} few-shot)"
-          f"{superseded_note(all_runs, runs)}, "
+          f"{superseded_note(all_runs, runs)}"
+          + (f" and {len(study)} of the training-length study (below)" if study else "") + ", "
           f"{hours:.1f} h of training wall time on {', '.join(devices) or '—'}.",
           f"- **Schedule** (all data): {schedule_name(runs)} — "
           + ("10 epochs = 6,000 SGD iterations, batch 100, momentum 0.9, lr 0.1 ÷10 after 1,800 and 3,600 iterations "
@@ -965,6 +1015,7 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           f"**JR cuts the mean test ‖J‖_F by {red['ratio']:.1f}×** against no regularization "
           f"({fmt(red['none'][0], red['none'][1], 2)} → {fmt(red['jr'][0], red['jr'][1], 3)}, normalized input; "
           f"paper 32.9 → 1.1, {red['paper_ratio']:.0f}×). The ratio does not depend on the input convention.\n",
+          *_length_section(study, pngs),
           "## Table 2: accuracy on USPS (unseen domain)\n",
           "USPS test set (2,007 images, 16×16 upsampled bilinearly to 28×28, MNIST normalization), models trained on all of MNIST.\n",
           table2_markdown(t2), "",
@@ -1067,6 +1118,29 @@ def fewshot_missing(counts: Sequence[int]) -> str | None:
     return f"{lo if lo == hi else f'{lo}–{hi}'} of 15 runs per regularizer"
 
 
+def _length_section(study: list[dict], pngs) -> list[str]:
+    """REPRODUCTION.md's *Training length* section for LeNet' (:func:`length_study` pairs), [] without any."""
+    if not study:
+        return []
+    from .report_length import length_markdown
+    lo = study[0]["long"]["config"]
+    have = sorted({p["variant"] for p in study}, key=TABLE1.index)
+    summary, details = length_markdown(study, PAPER_TABLE1, per_epoch=600)
+    return [f"## Training length: LeNet', the paper's {lo['iterations']:,} iterations against the tables' "
+            f"{SCHEDULES['short']['iterations']:,}\n",
+            "How far Table 1's full-data numbers are from the paper's schedule: the same LeNet' (mix, seed, "
+            f"initialization) trained {lo['iterations']:,} iterations at batch 100 (lr {lo['lr']:g} ÷10 after "
+            f"{' and '.join(f'{m:,}' for m in lo['milestones'])}, as the paper), evaluated every "
+            f"{lo['eval_every']:,} iterations on the 10,000 test images (accuracy) and the first 1,000 (‖J‖_F, "
+            f"normalized input). Only {and_join(have)} {'has' if len(have) == 1 else 'have'} such a run, so the "
+            "table keeps the short schedule; once every Table-1 mix has one, the tables use the longer runs "
+            "alone (`report.table_iterations`). `python -m jacviz grid --schedule paper --experiments table1 --seeds 0`.\n",
+            summary, "",
+            figure_md(pngs, "mnist_training_length", "Training length (ours): test accuracy and ‖J‖_F at every "
+                      "evaluation, short runs dotted, the paper's 150k-iteration schedule solid (log iteration axis); "
+                      "dashed: the paper's final accuracy"), "", details]
+
+
 def _missing_md(R: dict, runs: list[dict]) -> str:
     """What the MNIST grid plans and ``runs`` lack, a line each; few-shot runs that diverged (``R['diverged']``,
     not retried by the grid) count as run."""
@@ -1088,7 +1162,10 @@ def _missing_md(R: dict, runs: list[dict]) -> str:
         if n < 5:
             lines.append(f"- Figure S6, λ_JR={lam:g}: {n} of 5 seeds")
     if schedule_name(runs) == "short":
-        lines.append("- the paper's 150k-iteration schedule (`--schedule paper`, for a GPU)")
+        have = sorted({p["variant"] for p in length_study(R["runs"])}, key=TABLE1.index)
+        lines.append("- the paper's 150k-iteration schedule (`--schedule paper`, for a GPU)"
+                     + (f": so far {and_join(have)} (seed 0, *Training length*), not yet every Table-1 mix"
+                        if have else ""))
     return "\n".join(lines) or "Everything planned is in."
 
 

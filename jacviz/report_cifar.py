@@ -20,6 +20,7 @@ from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims,
                      paired_fewshot_rows, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci, on_gpu,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
                      timing_rows, write_pngs)
+from .report_length import length_figure, length_markdown, longer_note, study_jacobians
 
 # Table S3: DDNet on CIFAR-10, test accuracy % (95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
 PAPER_TABLE_S3 = {
@@ -60,25 +61,11 @@ def table_s3_rows(runs: list[dict], diverged: list[dict] = (), study: list[dict]
                    "diff": ours[0] - paper[0] if ours[2] else math.nan, "agrees": agrees(ours, paper) if ours[2] else None}
             notes = (diverged_note(div, len(rs)), collapsed_note(rs) if col != "jac" else "",
                      _note(row, rs, runs) if rs or not div else "",
-                     _longer_note(col, [p for p in study if p["variant"] == v]) if not row["agrees"] else "",
+                     longer_note(col, [p for p in study if p["variant"] == v]) if not row["agrees"] else "",
                      more_draws_note(rs, ddnet_runs(list(more), v, col), paper) if col in FEWSHOT_K and rs else "")
             row["note"] = "; ".join(n for n in notes if n)
             rows.append(row)
     return rows
-
-
-def _longer_note(col, pairs: list[dict]) -> str:
-    """For a full-data cell: what the schedule study's longer run of the same mix reached, else ''."""
-    pairs = [p for p in pairs if p["short"]]
-    if col not in ("all", "jac") or not pairs:
-        return ""
-    key, unit = ("test_acc", 100) if col == "all" else ("jac_fro_normalized", 1)
-    was = ", ".join(f"{unit * p['short']['metrics'][key]:.{1 if col == 'all' else 2}f}" for p in pairs)
-    now = ", ".join(f"{unit * p['long']['metrics'][key]:.{1 if col == 'all' else 2}f}" for p in pairs)
-    its = pairs[0]["long"]["config"]["iterations"]
-    seeds = ", ".join(str(p["seed"]) for p in pairs)
-    return (f"trained {its:,} iterations instead, seed{'s' if len(pairs) > 1 else ''} {seeds} went from {was} to {now} "
-            "(REPRODUCTION.md, *Training length*)")
 
 
 def mean_history(runs: list[dict], key: str) -> list[tuple[int, float]]:
@@ -139,112 +126,15 @@ def schedule_study(all_runs: list[dict]) -> list[dict]:
     return out
 
 
-def study_jacobians(study: list[dict], seed: int) -> dict:
-    """Final test ||J||_F (normalized input) of one seed's :func:`schedule_study` pairs:
-    {'long': {mix: norm}, 'short': {mix: norm}}, 'short' only for mixes whose short twin was trained."""
-    out = {"short": {}, "long": {}}
-    for p in (p for p in study if p["seed"] == seed):
-        out["long"][p["variant"]] = p["long"]["metrics"]["jac_fro_normalized"]
-        if p["short"]:
-            out["short"][p["variant"]] = p["short"]["metrics"]["jac_fro_normalized"]
-    return out
-
-
 def schedule_study_figure(study: list[dict]):
-    """Test accuracy and ||J||_F against iteration for every run of :func:`schedule_study` pairs: each mix in
-    its colour, the short run dotted, the longer one solid, the paper's final accuracy as a dashed line."""
-    from .plots_training import training_length_figure
-    curves = []
-    for p in study:
-        for run, dash in ((p["short"], "dot"), (p["long"], "solid")):
-            h = (run or {}).get("history") or []
-            if h:
-                curves.append({"mix": p["variant"] + (f" (seed {p['seed']})" if p["seed"] else ""),
-                               "schedule": f"{run['config']['iterations']:,} it.", "dash": dash,
-                               "iteration": [e["iteration"] for e in h], "test_acc": [e["test_acc"] for e in h],
-                               "jac": [e["jac_fro_normalized"] for e in h]})
-    paper = {p["variant"]: PAPER_TABLE_S3[p["variant"]]["all"][0] for p in study if not p["seed"]}
-    return training_length_figure(curves, paper, "DDNet on CIFAR-10: the tables' short schedule and 5× longer")
-
-
-def _ranking(accs: dict) -> str:
-    """'dropout 80.7 > L2 77.8 > none 76.8' from {mix: accuracy %}."""
-    return " > ".join(f"{v} {a:.1f}" for v, a in sorted(accs.items(), key=lambda kv: -kv[1]))
+    """:func:`schedule_study` pairs as ``report_length.length_figure`` (Table S3's accuracies dashed)."""
+    return length_figure(study, PAPER_TABLE_S3, "DDNet on CIFAR-10: the tables' short schedule and 5× longer",
+                         per_epoch=500)
 
 
 def schedule_study_markdown(study: list[dict]) -> tuple[str, str]:
-    """:func:`schedule_study` as markdown: (summary, details). Summary: one row per pair (final test accuracy
-    and ||J||_F of both runs next to Table S3's, how much the last evaluation interval still moved them), the
-    mixes ranked by accuracy at each length; details: every evaluation of both runs (iterations of 100
-    images; 500 an epoch), in a collapsed block."""
-    if not study:
-        return "", ""
-    n_lo = study[0]["long"]["config"]["iterations"]
-    n_sh = CIFAR_SCHEDULES["short"]["iterations"]
-    h0 = study[0]["long"].get("history") or []
-    step = f"{h0[-1]['iteration'] - h0[-2]['iteration']:,} it." if len(h0) >= 2 else "evaluation interval"
-    rows, curves, acc, same = [], [], {"short": {}, "long": {}}, []
-    for p in study:
-        lo, sh = p["long"], p["short"]
-        paper, hl = PAPER_TABLE_S3[p["variant"]], lo.get("history") or []
-        last = (f"{100 * (hl[-1]['test_acc'] - hl[-2]['test_acc']):+.1f} points, "
-                f"{hl[-1]['jac_fro_normalized'] - hl[-2]['jac_fro_normalized']:+.2f}" if len(hl) >= 2 else "—")
-        rows.append([p["variant"], p["seed"],
-                     f"{100 * sh['metrics']['test_acc']:.1f}" if sh else "not trained",
-                     f"{100 * lo['metrics']['test_acc']:.1f}", f"{paper['all'][0]} ± {paper['all'][1]}",
-                     f"{100 * lo['metrics']['test_acc'] - paper['all'][0]:+.1f}"
-                     + (" (within the paper's interval)" if agrees((100 * lo["metrics"]["test_acc"], math.nan, 1),
-                                                                   paper["all"]) else ""),
-                     f"{sh['metrics']['jac_fro_normalized']:.2f}" if sh else "—",
-                     f"{lo['metrics']['jac_fro_normalized']:.2f}", f"{paper['jac'][0]} ± {paper['jac'][1]}",
-                     f"{final_ce([sh]):.2f} → {final_ce([lo]):.2f}" if sh else f"{final_ce([lo]):.2f}", last,
-                     f"{lo['metrics'].get('train_time_s', 0) / 60:.0f} min"])
-        if sh and p["seed"] == study[0]["seed"]:
-            acc["short"][p["variant"]] = 100 * sh["metrics"]["test_acc"]
-            acc["long"][p["variant"]] = 100 * lo["metrics"]["test_acc"]
-        by_it = {h["iteration"]: h for h in (sh or {}).get("history") or []}
-        first = hl[0] if hl else None
-        if first and first["iteration"] in by_it and first["iteration"] <= min(sh["config"]["milestones"] or [0]):
-            same.append((p, first["iteration"], 100 * (first["test_acc"] - by_it[first["iteration"]]["test_acc"])))
-        ev = []
-        for h in hl:
-            s = by_it.get(h["iteration"])
-            ev.append([f"{h['iteration']:,}", f"{h['iteration'] / 500:g}", f"{h['lr']:g}",
-                       f"{100 * s['test_acc']:.1f}" if s else "", f"{s['jac_fro_normalized']:.2f}" if s else "",
-                       f"{100 * h['test_acc']:.1f}", f"{h['jac_fro_normalized']:.2f}"])
-        curves += [f"**{p['variant']}, seed {p['seed']}** ({n_lo:,}-iteration run: lr {lo['config']['lr']:g} ÷10 at "
-                   f"{' and '.join(f'{m:,}' for m in lo['config']['milestones'])}; trained on {_machine(lo['meta'])})\n",
-                   _md_table(["iteration", "epoch", f"lr ({n_lo:,} it.)", f"test acc. % ({n_sh:,} it.)",
-                              f"‖J‖_F ({n_sh:,} it.)", f"test acc. % ({n_lo:,} it.)", f"‖J‖_F ({n_lo:,} it.)"], ev), ""]
-    md = [_md_table(["Regularizer", "seed", f"test acc. % ({n_sh:,} it.)", f"test acc. % ({n_lo:,} it.)",
-                     f"paper ({PAPER_ITERATIONS:,} it., 5 seeds)", f"ours ({n_lo:,} it.) − paper",
-                     f"‖J‖_F ({n_sh:,} it.)", f"‖J‖_F ({n_lo:,} it.)",
-                     "paper ‖J‖_F", "final training-batch CE", f"change over the last {step} (acc., ‖J‖_F)",
-                     f"training time ({n_lo:,} it.)"], rows), ""]
-    if len(acc["long"]) >= 2:
-        paper = {v: PAPER_TABLE_S3[v]["all"][0] for v in acc["long"]}
-        md.append(f"Ranked by test accuracy (seed {study[0]['seed']}): after {n_sh:,} iterations "
-                  f"{_ranking(acc['short'])}; after {n_lo:,} {_ranking(acc['long'])}; the paper after "
-                  f"{PAPER_ITERATIONS:,} {_ranking(paper)}.\n")
-    jac = study_jacobians(study, study[0]["seed"])
-    if {"none", "JR"} <= set(jac["short"]):  # the paper's central number, at each length
-        cut = {n: jac[n]["none"] / jac[n]["JR"] for n in ("short", "long")}
-        pj = PAPER_TABLE_S3["none"]["jac"][0] / PAPER_TABLE_S3["JR"]["jac"][0]
-        md.append(f"JR's cut of ‖J‖_F against no regularization (seed {study[0]['seed']}, ‖J‖_F none / JR): after "
-                  f"{n_sh:,} iterations {jac['short']['none']:.2f} / {jac['short']['JR']:.2f} = {cut['short']:.1f}×; "
-                  f"after {n_lo:,} {jac['long']['none']:.2f} / {jac['long']['JR']:.2f} = {cut['long']:.1f}×; the paper "
-                  f"after {PAPER_ITERATIONS:,} {PAPER_TABLE_S3['none']['jac'][0]} / {PAPER_TABLE_S3['JR']['jac'][0]} = "
-                  f"{pj:.0f}×. From {n_sh:,} to {n_lo:,} iterations ‖J‖_F changed "
-                  f"{jac['long']['none'] / jac['short']['none']:.1f}× without regularization and "
-                  f"{jac['long']['JR'] / jac['short']['JR']:.1f}× with JR.\n")
-    if same:
-        md.append(f"At iteration {same[0][1]:,}, before the short schedule's first lr drop, the two runs of a mix have "
-                  "had the same lr, initialization and batches, yet their test accuracies differ by "
-                  + ", ".join(f"{d:+.1f} points ({p['variant']})" for p, _, d in same)
-                  + ": floating-point summation order (thread count, library version) drives two runs of one seed "
-                    "apart, so a difference of that size between them is noise, not schedule.\n")
-    details = ["<details><summary>Every evaluation of both runs</summary>\n", *curves, "</details>\n"]
-    return "\n".join(md), "\n".join(details)
+    """:func:`schedule_study` pairs as ``report_length.length_markdown`` against Table S3."""
+    return length_markdown(study, PAPER_TABLE_S3, per_epoch=500)
 
 
 def schedule_study_robustness(study: list[dict], rob: dict) -> str:
@@ -304,13 +194,6 @@ def both_correct_medians(a: dict, b: dict) -> dict:
         if ok.any():
             out[k] = (int(ok.sum()), float(np.median(xa[ok])), float(np.median(xb[ok])))
     return out
-
-
-def _machine(meta: dict) -> str:
-    """'cpu (x86_64, 1 torch thread, 2026-12-03)' from a run's checkpoint meta (parts it lacks left out)."""
-    th = meta.get("torch_threads")
-    parts = [meta.get("device_name"), f"{th} torch thread{'' if th == 1 else 's'}" if th else None, meta.get("date")]
-    return f"{meta.get('device', 'an unrecorded device')} ({', '.join(p for p in parts if p)})"
 
 
 def _on_gpu(runs: list[dict]) -> list[dict]:

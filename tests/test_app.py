@@ -276,10 +276,14 @@ def test_about_shows_the_reproduction_tables(app):
         pytest.skip("no reproduction/mnist_runs.json in this checkout")
     app.switch_page("jacviz/ui/about.py").run()
     assert not app.exception, _errors(app)
-    runs = json.loads(runs_file.read_text())["runs"]
+    all_runs = json.loads(runs_file.read_text())["runs"]
+    runs = report.longest_schedule(all_runs)  # a longer schedule's runs stand beside Table 1 until complete
     wide, _ = report.table1_markdown(report.table1_rows(runs), details=False)
     shown = [m.value for m in app.markdown]
     assert wide in shown
+    study = report.length_study(all_runs)  # the training-length summary, as REPRODUCTION.md's
+    from jacviz.report_length import length_markdown
+    assert (length_markdown(study, report.PAPER_TABLE1, 600)[0] in shown) == bool(study)
     assert report.table2_markdown(report.table2_rows(runs)) in shown
     paired = report.paired_fewshot_markdown(
         report.paired_fewshot_rows(lambda v, k: report.select(report.longest_schedule(runs), v, k), report.PAPER_TABLE1))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jacviz import checkpoints, data, grid, report, report_cifar
+from jacviz import checkpoints, data, grid, report, report_cifar, report_length
 from jacviz.checkpoints import SHIPPED_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -349,7 +349,7 @@ def test_schedule_study_gets_its_own_table_and_leaves_table_s3_alone(tmp_path):
             f"initialization and batches, yet their test accuracies differ by {52.0 - 100 * h0['test_acc']:+.1f} points "
             "(none), ") in sec
     assert summary[1].endswith(" | +2.0 points, +1.00 | 50 min |")
-    assert (f"after 1,500 iterations {report_cifar._ranking({'none': 100 * n['test_acc'], 'dropout': 100 * d['test_acc']})}; "
+    assert (f"after 1,500 iterations {report_length.ranking({'none': 100 * n['test_acc'], 'dropout': 100 * d['test_acc']})}; "
             "after 7,500 dropout 72.0 > none 70.0; the paper after 150,000 dropout 80.7 > none 76.8.") in sec
     curve = sec.split("**none, seed 0**")[1].split("**dropout")[0]
     table = [line for line in curve.splitlines() if line.startswith("| ")]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import math
 
 import numpy as np
@@ -407,23 +408,76 @@ def test_a_run_of_another_schedule_is_kept_and_the_longer_schedule_is_tabulated(
     assert runs["diverged"] == prev["diverged"] and len(runs["missing"]) == 5
     rob = grid.collect_robustness(tmp_path / "nothing", grid.robustness_configs([0], "paper"), prev_rob)
     assert [m["key"] for m in rob["models"]] == [m["key"] for m in prev_rob["models"]]
-    # a 150k-iteration run of 'none' (its record copied from the short one, accuracy changed): the table
-    # shows it alone; the short runs stay out of every cell and out of the robustness records shown
-    short = report.select(prev["runs"], "none")[0]
-    long = json.loads(json.dumps(short))
-    long["config"].update(iterations=150000, milestones=[50000, 100000])
-    long["key"], long["metrics"]["test_acc"] = "p0", 0.9931
+    # a 150k-iteration run of 'none' (its record copied from the short one, accuracy changed) covers one mix
+    # of five: the tables keep the short runs and the long one stands beside them, paired with its short twin
+    def long_of(v, acc):
+        r = json.loads(json.dumps(report.select(prev["runs"], v, seed=0)[0]))
+        r["config"].update(iterations=150000, milestones=[50000, 100000])
+        r["key"], r["metrics"]["test_acc"] = f"p{v}", acc
+        return r
+    short, long = report.select(prev["runs"], "none", seed=0)[0], long_of("none", 0.9931)
     both = prev["runs"] + [long]
+    assert report.longest_schedule(both) == prev["runs"]
+    assert report.length_study(both) == [{"variant": "none", "seed": 0, "long": long, "short": short}]
+    assert report.superseded_note(both, prev["runs"]) == "" and report.schedule_name(prev["runs"]) == "short"
+    # once every Table-1 mix has a 150k run, the table shows them alone: every short full-data run is superseded
+    longs = [long] + [long_of(v, 0.99) for v in report.TABLE1[1:]]
+    both = prev["runs"] + longs
     current = report.longest_schedule(both)
-    assert current == [long]  # LeNet' on MNIST: every short full-data run is superseded
+    assert [r for r in current if not r["config"]["few_shot_k"]] == longs
+    assert report.length_study(both) == []
     rows = {(r["regularizer"], r["column"]): r for r in report.table1_rows(current)}
     assert rows[("none", "all")]["ours"][:1] == (99.31,) and rows[("none", "all")]["ours"][2] == 1
-    assert rows[("L2", "all")]["ours"][2] == 0
-    assert "1 more run" not in report.superseded_note(both, current) and "8 more runs" in report.superseded_note(both, current)
-    assert report.schedule_name(current) == "paper" and report.schedule_name(prev["runs"]) == "short"
-    rob_long = json.loads(json.dumps(prev_rob))
-    rob_long["models"][0]["config"]["iterations"] = 150000
-    assert [m["key"] for m in report.current_robustness(rob_long)["models"]] == [rob_long["models"][0]["key"]]
+    assert rows[("L2", "all")]["ours"][2] == 1
+    fewshot = json.loads(json.dumps(short))
+    fewshot["config"]["few_shot_k"], fewshot["key"] = 3, "f3"
+    assert fewshot in report.longest_schedule(both + [fewshot])  # few-shot runs (one protocol) are all kept
+    n_short = sum(1 for r in prev["runs"] if not r["config"]["few_shot_k"])
+    assert f"{n_short} more runs of a shorter schedule" in report.superseded_note(both, current)
+    assert report.schedule_name(current) == "paper"
+    # robustness records follow the same rule: one long record stands aside, one of every mix supersedes
+    assert [m["label"] for m in prev_rob["models"]] == ["none", "JR"]  # seed 0: the mixes this file has
+    longs = json.loads(json.dumps(prev_rob["models"]))
+    for m in longs:
+        m["config"]["iterations"], m["key"] = 150000, "p" + m["key"]
+    rob_long = {**prev_rob, "models": prev_rob["models"] + longs[:1]}
+    assert report.current_robustness(rob_long)["models"] == prev_rob["models"]
+    rob_long = {**prev_rob, "models": prev_rob["models"] + longs}
+    assert report.current_robustness(rob_long)["models"] == longs
+
+
+def test_a_partial_paper_schedule_gets_a_training_length_section(results_dir, tmp_path):
+    """A 150k-iteration LeNet' run of one mix (a CPU session's) leaves Table 1 on the short schedule; REPRODUCTION.md
+    puts it beside its short twin (*Training length*: final numbers, every evaluation of either run, a figure), the
+    full-data notes of that mix cite it, and the missing list says which mixes have the paper's schedule so far."""
+    R = json.loads((results_dir / "mnist_runs.json").read_text())
+    short = report.select(R["runs"], "none", seed=0)[0]
+    long = json.loads(json.dumps(short))
+    long["config"].update(iterations=150000, milestones=[50000, 100000], eval_every=5000, checkpoint_every=5000)
+    long["key"], long["metrics"]["test_acc"], long["metrics"]["jac_fro_normalized"] = "pnone", 0.9912, 31.5
+    long["history"] = [dict(short["history"][-1], iteration=5000 * i, test_acc=0.98 + 0.0004 * i,
+                            jac_fro_normalized=8.0 + i, lr=0.1 if i <= 10 else 0.01 if i <= 20 else 0.001)
+                       for i in range(1, 31)]
+    (tmp_path / "mnist_runs.json").write_text(json.dumps({**R, "runs": R["runs"] + [long]}))
+    shutil.copy(results_dir / "mnist_robustness.json", tmp_path / "mnist_robustness.json")
+    md = report.build(tmp_path, tmp_path / "REPRODUCTION.md", png=False)
+    plain = report.build(results_dir, tmp_path / "plain.md", png=False)
+    table = lambda m: m.split("## Table 1")[1].split("<details>")[0]  # noqa: E731
+    assert table(md) == table(plain)  # the cells keep the short runs
+    assert "Training length" not in plain and "1 of the training-length study (below)" in md
+    sec = md.split("## Training length: LeNet', the paper's 150,000 iterations against the tables' 6,000")[1].split("\n## ")[0]
+    assert "Only none has such a run, so the table keeps the short schedule" in sec
+    row = next(line for line in sec.splitlines() if line.startswith("| none | 0 |"))
+    assert row.startswith(f"| none | 0 | {100 * short['metrics']['test_acc']:.1f} | 99.1 | 98.9 ± 0.1 | +0.2 | "
+                          f"{short['metrics']['jac_fro_normalized']:.2f} | 31.50 | 32.9 ± 3.3 |")
+    assert row.endswith(" | +0.0 points, +1.00 | " + f"{long['metrics']['train_time_s'] / 60:.0f} min |")
+    evals = [line for line in sec.split("**none, seed 0**")[1].splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(evals) == len(short["history"]) + 30  # either run's evaluations (every 600 up to 6,000; every 5,000)
+    assert evals[-1].startswith("| 150,000 | 250 | 0.001 |  |  | 99.2 | 38.00 |")
+    jac_note = next(line for line in md.splitlines() if line.startswith("| No regularization | ‖J‖_F (all data) |"))
+    assert (f"trained 150,000 iterations instead, seed 0 went from {short['metrics']['jac_fro_normalized']:.2f} "
+            "to 31.50 (REPRODUCTION.md, *Training length*)") in jac_note
+    assert "so far none (seed 0, *Training length*), not yet every Table-1 mix" in md
 
 
 def test_cell_notes_tell_an_overlap_from_a_mean_inside_the_papers_interval():
