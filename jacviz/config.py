@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Fields that do not change what is learned: left out of the checkpoint name.
 _NOT_IN_KEY = ("device", "checkpoint_every", "eval_every", "eval_samples", "jac_samples")

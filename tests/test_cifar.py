@@ -415,8 +415,8 @@ def test_schedule_study_states_jrs_cut_of_the_jacobian_at_each_length(tmp_path):
     R["runs"] = runs + [r["long"] for r in study]
     (tmp_path / "cifar10_runs.json").write_text(json.dumps(R))
     md = report_cifar.section(tmp_path, png=False).split("## Training length")[0]
-    assert (f"so the gap JR opens is expected to widen with training; in the training-length study below, 5× longer "
-            f"training widened it to 10.0× (seed 0: 40.00 → 4.00).") in md
+    assert ("so the gap JR opens is expected to widen with training; in the training-length study below, 5× longer "
+            "training widened it to 10.0× (seed 0: 40.00 → 4.00).") in md
     R["runs"] = runs + [study[0]["long"]]
     (tmp_path / "cifar10_runs.json").write_text(json.dumps(R))
     md = report_cifar.section(tmp_path, png=False).split("## Training length")[0]

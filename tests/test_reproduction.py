@@ -1,7 +1,6 @@
 """The reproduction grid and report: configs match the CLI, collection and REPRODUCTION.md from real runs."""
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import math
