@@ -1015,7 +1015,7 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           f"**JR cuts the mean test ‖J‖_F by {red['ratio']:.1f}×** against no regularization "
           f"({fmt(red['none'][0], red['none'][1], 2)} → {fmt(red['jr'][0], red['jr'][1], 3)}, normalized input; "
           f"paper 32.9 → 1.1, {red['paper_ratio']:.0f}×). The ratio does not depend on the input convention.\n",
-          *_length_section(study, pngs),
+          *_length_section(study, pngs, rob_all),
           "## Table 2: accuracy on USPS (unseen domain)\n",
           "USPS test set (2,007 images, 16×16 upsampled bilinearly to 28×28, MNIST normalization), models trained on all of MNIST.\n",
           table2_markdown(t2), "",
@@ -1118,11 +1118,12 @@ def fewshot_missing(counts: Sequence[int]) -> str | None:
     return f"{lo if lo == hi else f'{lo}–{hi}'} of 15 runs per regularizer"
 
 
-def _length_section(study: list[dict], pngs) -> list[str]:
-    """REPRODUCTION.md's *Training length* section for LeNet' (:func:`length_study` pairs), [] without any."""
+def _length_section(study: list[dict], pngs, rob: dict) -> list[str]:
+    """REPRODUCTION.md's *Training length* section for LeNet' (:func:`length_study` pairs; ``rob``: every
+    robustness record, whose records of the longer runs are shown beside their twins'), [] without any."""
     if not study:
         return []
-    from .report_length import length_markdown
+    from .report_length import length_markdown, length_robustness
     lo = study[0]["long"]["config"]
     have = sorted({p["variant"] for p in study}, key=TABLE1.index)
     summary, details = length_markdown(study, PAPER_TABLE1, per_epoch=600)
@@ -1134,8 +1135,9 @@ def _length_section(study: list[dict], pngs) -> list[str]:
             f"{lo['eval_every']:,} iterations on the 10,000 test images (accuracy) and the first 1,000 (‖J‖_F, "
             f"normalized input). Only {and_join(have)} {'has' if len(have) == 1 else 'have'} such a run, so the "
             "table keeps the short schedule; once every Table-1 mix has one, the tables use the longer runs "
-            "alone (`report.table_iterations`). `python -m jacviz grid --schedule paper --experiments table1 --seeds 0`.\n",
-            summary, "",
+            "alone (`report.table_iterations`). `python -m jacviz grid --schedule paper --experiments table1 --seeds 0 "
+            "--robust-seeds 0` trains them and their robustness (the *Robustness* settings below).\n",
+            summary, "", length_robustness(study, rob),
             figure_md(pngs, "mnist_training_length", "Training length (ours): test accuracy and ‖J‖_F at every "
                       "evaluation, short runs dotted, the paper's 150k-iteration schedule solid (log iteration axis); "
                       "dashed: the paper's final accuracy"), "", details]

@@ -20,7 +20,7 @@ from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims,
                      paired_fewshot_rows, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci, on_gpu,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
                      timing_rows, write_pngs)
-from .report_length import length_figure, length_markdown, longer_note, study_jacobians
+from .report_length import length_figure, length_markdown, length_robustness, longer_note, study_jacobians
 
 # Table S3: DDNet on CIFAR-10, test accuracy % (95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
 PAPER_TABLE_S3 = {
@@ -135,65 +135,6 @@ def schedule_study_figure(study: list[dict]):
 def schedule_study_markdown(study: list[dict]) -> tuple[str, str]:
     """:func:`schedule_study` pairs as ``report_length.length_markdown`` against Table S3."""
     return length_markdown(study, PAPER_TABLE_S3, per_epoch=500)
-
-
-def schedule_study_robustness(study: list[dict], rob: dict) -> str:
-    """Robustness of the schedule study's runs next to their short twins (records of the same attacks on the
-    same test images from ``rob``, all records of the results file), as the robustness tables; '' without any
-    record of a longer run."""
-    from .robustness import aggregate_seeds
-    by_key = {m["key"]: m for m in rob.get("models", [])}
-    recs = []
-    for p in study:
-        lo, sh = by_key.get(p["long"]["key"]), by_key.get((p["short"] or {}).get("key"))
-        if lo is None:
-            continue
-        for m, run in ((sh, p["short"]), (lo, p["long"])):
-            if m is not None:
-                recs.append({**m, "label": f"{p['variant']}, {run['config']['iterations']:,} it."
-                                          + (f" (seed {p['seed']})" if p["seed"] else ""),
-                             "group_key": m["key"]})
-    if not recs:
-        return ""
-    rows = robustness_rows({"models": recs, "groups": aggregate_seeds(recs)})
-    jac = {r["label"]: r for r in recs}
-    lines = [robustness_markdown(rows), "",
-             f"Same attacks and test images as the robustness tables below (first {and_join(sorted({str(m['n']) for m in recs}))}; "
-             "median minimal L2 fooling distance in [0,1] pixel space; a misclassified clean image counts as fooled at 0)."]
-    pairs = [(a, b) for a, b in zip(rows, rows[1:]) if a["label"].split(",")[0] == b["label"].split(",")[0]
-             and "cw" in a["median"] and "cw" in b["median"]]
-    for a, b in pairs:
-        ra, rb = jac[a["label"]], jac[b["label"]]
-        ja, jb = (x["training_metrics"].get("jac_fro_normalized") for x in (ra, rb))
-        lines.append(f"{a['label'].split(',')[0]}: training longer changed clean accuracy {a['clean'][0]:.1f} → "
-                     f"{b['clean'][0]:.1f}% and the median CW distance {a['median']['cw'][0]:.3f} → "
-                     f"{b['median']['cw'][0]:.3f}"
-                     + (f" while ‖J‖_F went {ja:.2f} → {jb:.2f}." if ja and jb else ".")
-                     + " Those medians count each model's misclassified images as fooled at 0, so they move with "
-                       "clean accuracy too; on the images both models classify correctly:")
-        both = both_correct_medians(ra, rb)
-        lines += ["", _md_table(["attack", "images correct under both", f"median L2, {a['label']}",
-                                 f"median L2, {b['label']}", "longer / shorter"],
-                                [[k, n, f"{x:.3f}", f"{y:.3f}", f"{y / x:.2f}" if x else "—"]
-                                 for k, (n, x, y) in both.items()]), ""]
-    return "\n".join(lines) + "\n"
-
-
-def both_correct_medians(a: dict, b: dict) -> dict:
-    """Per attack of two robustness records on the same test images: (n, median a, median b) of the minimal
-    L2 fooling distances over the images both models classify correctly (distance > 0 in both; an image
-    never fooled within the budget, stored as None, counts as infinitely far)."""
-    from .robustness import distances_from_json
-    out = {}
-    for k in ("noise", "fgsm", "pgd", "cw"):
-        da, db = a["distances"].get(k), b["distances"].get(k)
-        if da is None or db is None or len(da) != len(db) or not len(da):
-            continue
-        xa, xb = distances_from_json(da), distances_from_json(db)
-        ok = (xa > 0) & (xb > 0)
-        if ok.any():
-            out[k] = (int(ok.sum()), float(np.median(xa[ok])), float(np.median(xb[ok])))
-    return out
 
 
 def _on_gpu(runs: list[dict]) -> list[dict]:
@@ -422,7 +363,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
                f"(accuracy) and the first 1,000 (‖J‖_F, normalized input). The paper trains "
                f"{PAPER_ITERATIONS / n_lo:g}× longer still. Not in the paper; "
                "`python -m jacviz grid --dataset cifar10 --experiments schedule --seeds 0`.\n",
-               summary, "", schedule_study_robustness(study, rob_all),
+               summary, "", length_robustness(study, rob_all),
                figure_md(pngs, "cifar_training_length", "Training length (ours): test accuracy and ‖J‖_F at every "
                          "evaluation, short runs dotted, 5× longer runs solid; dashed: the paper's final accuracy "
                          "after 150,000 iterations (its ‖J‖_F, 29–184, lies far above this axis)"), "", details]

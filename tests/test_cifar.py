@@ -456,11 +456,11 @@ def test_schedule_study_robustness_sits_beside_its_short_twin_and_out_of_the_fig
             f"CW distance {cw:.3f} → {cw / 2:.3f} while ‖J‖_F went "
             f"{rec['training_metrics']['jac_fro_normalized']:.2f} → 43.00.") in sec
     # on the images both classify correctly (here: the same ones), halved distances halve every median
-    both = report_cifar.both_correct_medians(rec, lrec)
+    both = report_length.both_correct_medians(rec, lrec)
     n_ok = sum(d is None or d > 0 for d in rec["distances"]["cw"])
     assert both["cw"][0] == n_ok and both["cw"][2] == pytest.approx(both["cw"][1] / 2)
     assert f"| cw | {n_ok} | {both['cw'][1]:.3f} | {both['cw'][2]:.3f} | 0.50 |" in sec
-    assert report_cifar.both_correct_medians({"distances": {"cw": [0.0, 0.2, None, 0.4]}},
+    assert report_length.both_correct_medians({"distances": {"cw": [0.0, 0.2, None, 0.4]}},
                                              {"distances": {"cw": [0.1, 0.0, 0.3, 0.2]}}) == {"cw": (2, math.inf, 0.25)}
     # images 3 and 4 are correct under both; the first model never fools image 3 (infinitely far)
     # the grid's results file groups the figures' records only: no study group, no '[key]'-suffixed twin label

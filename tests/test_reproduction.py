@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import math
 
 import numpy as np
@@ -458,7 +457,11 @@ def test_a_partial_paper_schedule_gets_a_training_length_section(results_dir, tm
                             jac_fro_normalized=8.0 + i, lr=0.1 if i <= 10 else 0.01 if i <= 20 else 0.001)
                        for i in range(1, 31)]
     (tmp_path / "mnist_runs.json").write_text(json.dumps({**R, "runs": R["runs"] + [long]}))
-    shutil.copy(results_dir / "mnist_robustness.json", tmp_path / "mnist_robustness.json")
+    rob = json.loads((results_dir / "mnist_robustness.json").read_text())
+    twin = next(m for m in rob["models"] if m["key"] == short["key"])
+    rec = json.loads(json.dumps(twin))
+    rec["key"], rec["config"], rec["clean_accuracy"] = "pnone", long["config"], 0.975  # its robustness record
+    (tmp_path / "mnist_robustness.json").write_text(json.dumps({**rob, "models": rob["models"] + [rec]}))
     md = report.build(tmp_path, tmp_path / "REPRODUCTION.md", png=False)
     plain = report.build(results_dir, tmp_path / "plain.md", png=False)
     table = lambda m: m.split("## Table 1")[1].split("<details>")[0]  # noqa: E731
@@ -470,6 +473,8 @@ def test_a_partial_paper_schedule_gets_a_training_length_section(results_dir, tm
     assert row.startswith(f"| none | 0 | {100 * short['metrics']['test_acc']:.1f} | 99.1 | 98.9 ± 0.1 | +0.2 | "
                           f"{short['metrics']['jac_fro_normalized']:.2f} | 31.50 | 32.9 ± 3.3 |")
     assert row.endswith(" | +0.0 points, +1.00 | " + f"{long['metrics']['train_time_s'] / 60:.0f} min |")
+    assert f"| none, 6,000 it. | 1 | {100 * twin['clean_accuracy']:.2f} |" in sec and "| none, 150,000 it. | 1 | 97.50 |" in sec  # robustness beside its twin's
+    assert "Same attacks and test images as the robustness tables below (first 40;" in sec
     evals = [line for line in sec.split("**none, seed 0**")[1].splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(evals) == len(short["history"]) + 30  # either run's evaluations (every 600 up to 6,000; every 5,000)
     assert evals[-1].startswith("| 150,000 | 250 | 0.001 |  |  | 99.2 | 38.00 |")
