@@ -470,7 +470,7 @@ def table1_rows(runs: list[dict], diverged: list[dict] = (), more_draws: list[di
             pairs = [p for p in study if p["variant"] == v and p["short"]]
             notes = (diverged_note(div, len(rs)), collapsed_note(rs) if col != "jac" else "",
                      _note_table1(row, runs, bool(pairs)) if rs or not div else "",
-                     longer_note(col, pairs) if not row["agrees"] else "",
+                     longer_note(col, pairs, digits=2) if not row["agrees"] else "",
                      more_draws_note(rs, select(list(more_draws), v, col), paper)
                      if col not in ("all", "jac") and rs else "")
             row["note"] = "; ".join(n for n in notes if n)
@@ -525,6 +525,8 @@ def _note_table1(row: dict, runs: list[dict], longer: bool = False) -> str:
         if row["diff"] > 0 and last < first / 1.1:
             return note + (f"; larger: it still shrinks during our training ({trend}), and the penalty had "
                            f"{_schedule_of(runs)} instead of 150k iterations")
+        if longer:  # what training longer did is measured, cited after this note
+            return note + f"; {'smaller' if row['diff'] < 0 else 'larger'} ({trend})"
         return note + (f"; {'smaller' if row['diff'] < 0 else 'larger'}, and not from the shorter schedule: "
                        f"{trend}, so training longer would not obviously close the gap; cause not established")
     notes = []
@@ -1126,7 +1128,7 @@ def _length_section(study: list[dict], pngs, rob: dict) -> list[str]:
     from .report_length import length_markdown, length_robustness
     lo = study[0]["long"]["config"]
     have = sorted({p["variant"] for p in study}, key=TABLE1.index)
-    summary, details = length_markdown(study, PAPER_TABLE1, per_epoch=600)
+    summary, details = length_markdown(study, PAPER_TABLE1, per_epoch=600, digits=2)
     return [f"## Training length: LeNet', the paper's {lo['iterations']:,} iterations against the tables' "
             f"{SCHEDULES['short']['iterations']:,}\n",
             "How far Table 1's full-data numbers are from the paper's schedule: the same LeNet' (mix, seed, "

@@ -27,9 +27,9 @@ def machine(meta: dict) -> str:
     return f"{meta.get('device', 'an unrecorded device')} ({', '.join(p for p in parts if p)})"
 
 
-def ranking(accs: dict) -> str:
+def ranking(accs: dict, digits: int = 1) -> str:
     """'dropout 80.7 > L2 77.8 > none 76.8' from {mix: accuracy %}."""
-    return " > ".join(f"{v} {a:.1f}" for v, a in sorted(accs.items(), key=lambda kv: -kv[1]))
+    return " > ".join(f"{v} {a:.{digits}f}" for v, a in sorted(accs.items(), key=lambda kv: -kv[1]))
 
 
 def study_jacobians(study: list[dict], seed: int) -> dict:
@@ -43,14 +43,15 @@ def study_jacobians(study: list[dict], seed: int) -> dict:
     return out
 
 
-def longer_note(col, pairs: list[dict], section: str = "Training length") -> str:
-    """For a full-data cell ('all' or 'jac'): what the longer runs of the same mix reached, else ''."""
+def longer_note(col, pairs: list[dict], section: str = "Training length", digits: int = 1) -> str:
+    """For a full-data cell ('all' or 'jac'): what the longer runs of the same mix reached, else ''
+    (accuracies with ``digits`` decimals, norms with 2)."""
     pairs = [p for p in pairs if p["short"]]
     if col not in ("all", "jac") or not pairs:
         return ""
     key, unit = ("test_acc", 100) if col == "all" else ("jac_fro_normalized", 1)
-    was = ", ".join(f"{unit * p['short']['metrics'][key]:.{1 if col == 'all' else 2}f}" for p in pairs)
-    now = ", ".join(f"{unit * p['long']['metrics'][key]:.{1 if col == 'all' else 2}f}" for p in pairs)
+    was = ", ".join(f"{unit * p['short']['metrics'][key]:.{digits if col == 'all' else 2}f}" for p in pairs)
+    now = ", ".join(f"{unit * p['long']['metrics'][key]:.{digits if col == 'all' else 2}f}" for p in pairs)
     its = pairs[0]["long"]["config"]["iterations"]
     seeds = ", ".join(str(p["seed"]) for p in pairs)
     return (f"trained {its:,} iterations instead, seed{'s' if len(pairs) > 1 else ''} {seeds} went from {was} to {now} "
@@ -74,11 +75,12 @@ def length_figure(study: list[dict], paper: Paper, title: str, per_epoch: int, l
     return training_length_figure(curves, acc, title, per_epoch=per_epoch, log_x=log_x)
 
 
-def length_markdown(study: list[dict], paper: Paper, per_epoch: int) -> tuple[str, str]:
+def length_markdown(study: list[dict], paper: Paper, per_epoch: int, digits: int = 1) -> tuple[str, str]:
     """The pairs as markdown: (summary, details). Summary: one row per pair (final test accuracy and ||J||_F
     of both runs next to the paper's, how much the last evaluation interval still moved them), the
     mixes ranked by accuracy at each length; details: every evaluation of either run (iterations of 100
-    images; ``per_epoch`` an epoch), in a collapsed block."""
+    images; ``per_epoch`` an epoch), in a collapsed block. Accuracies with ``digits`` decimals (MNIST's
+    differ in the second)."""
     if not study:
         return "", ""
     n_lo = study[0]["long"]["config"]["iterations"]
@@ -90,17 +92,17 @@ def length_markdown(study: list[dict], paper: Paper, per_epoch: int) -> tuple[st
     for p in study:
         lo, sh = p["long"], p["short"]
         ref, hl = paper[p["variant"]], lo.get("history") or []
-        last = (f"{100 * (hl[-1]['test_acc'] - hl[-2]['test_acc']):+.1f} points, "
+        last = (f"{100 * (hl[-1]['test_acc'] - hl[-2]['test_acc']):+.{digits}f} points, "
                 f"{hl[-1]['jac_fro_normalized'] - hl[-2]['jac_fro_normalized']:+.2f}" if len(hl) >= 2 else "—")
         rows.append([p["variant"], p["seed"],
-                     f"{100 * sh['metrics']['test_acc']:.1f}" if sh else "not trained",
-                     f"{100 * lo['metrics']['test_acc']:.1f}", f"{ref['all'][0]} ± {ref['all'][1]}",
-                     f"{100 * lo['metrics']['test_acc'] - ref['all'][0]:+.1f}"
+                     f"{100 * sh['metrics']['test_acc']:.{digits}f}" if sh else "not trained",
+                     f"{100 * lo['metrics']['test_acc']:.{digits}f}", f"{ref['all'][0]} ± {ref['all'][1]}",
+                     f"{100 * lo['metrics']['test_acc'] - ref['all'][0]:+.{digits}f}"
                      + (" (within the paper's interval)" if agrees((100 * lo["metrics"]["test_acc"], math.nan, 1),
                                                                    ref["all"]) else ""),
                      f"{sh['metrics']['jac_fro_normalized']:.2f}" if sh else "—",
                      f"{lo['metrics']['jac_fro_normalized']:.2f}", f"{ref['jac'][0]} ± {ref['jac'][1]}",
-                     f"{final_ce([sh]):.3f} → {final_ce([lo]):.3f}" if sh else f"{final_ce([lo]):.3f}", last,
+                     f"{final_ce([sh]):.3g} → {final_ce([lo]):.3g}" if sh else f"{final_ce([lo]):.3g}", last,
                      f"{lo['metrics'].get('train_time_s', 0) / 60:.0f} min"])
         if sh and p["seed"] == study[0]["seed"]:
             acc["short"][p["variant"]] = 100 * sh["metrics"]["test_acc"]
@@ -114,8 +116,8 @@ def length_markdown(study: list[dict], paper: Paper, per_epoch: int) -> tuple[st
         for it in sorted(set(by_it) | set(by_lo)):
             s, h = by_it.get(it), by_lo.get(it)
             ev.append([f"{it:,}", f"{it / per_epoch:.4g}", f"{h['lr']:g}" if h else "",
-                       f"{100 * s['test_acc']:.1f}" if s else "", f"{s['jac_fro_normalized']:.2f}" if s else "",
-                       f"{100 * h['test_acc']:.1f}" if h else "", f"{h['jac_fro_normalized']:.2f}" if h else ""])
+                       f"{100 * s['test_acc']:.{digits}f}" if s else "", f"{s['jac_fro_normalized']:.2f}" if s else "",
+                       f"{100 * h['test_acc']:.{digits}f}" if h else "", f"{h['jac_fro_normalized']:.2f}" if h else ""])
         curves += [f"**{p['variant']}, seed {p['seed']}** ({n_lo:,}-iteration run: lr {lo['config']['lr']:g} ÷10 at "
                    f"{' and '.join(f'{m:,}' for m in lo['config']['milestones'])}; trained on {machine(lo['meta'])})\n",
                    _md_table(["iteration", "epoch", f"lr ({n_lo:,} it.)", f"test acc. % ({sh_name})",
@@ -128,7 +130,7 @@ def length_markdown(study: list[dict], paper: Paper, per_epoch: int) -> tuple[st
     if len(acc["long"]) >= 2:
         ref = {v: paper[v]["all"][0] for v in acc["long"]}
         md.append(f"Ranked by test accuracy (seed {study[0]['seed']}): after {n_sh:,} iterations "
-                  f"{ranking(acc['short'])}; after {n_lo:,} {ranking(acc['long'])}; the paper after "
+                  f"{ranking(acc['short'], digits)}; after {n_lo:,} {ranking(acc['long'], digits)}; the paper after "
                   f"{PAPER_ITERATIONS:,} {ranking(ref)}.\n")
     jac = study_jacobians(study, study[0]["seed"])
     if {"none", "JR"} <= set(jac["short"]) and {"none", "JR"} <= set(jac["long"]):  # the paper's central number
