@@ -1054,7 +1054,7 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           "processes at once (so each ran on about one core); the first seed-0 runs shared the CPU with more jobs "
           "and are slower. A GPU runs the paper's schedule instead (`--schedule auto`).\n",
           "## Not yet reproduced\n",
-          _missing_md(R, runs), "",
+          _missing_md(R, runs, study), "",
           "## How to rerun\n",
           "```\npython -m jacviz grid --dry-run            # what would run, what is done\n"
           "python -m jacviz grid --workers 2 --threads 1   # train + robustness, resumable\n"
@@ -1145,9 +1145,9 @@ def _length_section(study: list[dict], pngs, rob: dict) -> list[str]:
                       "dashed: the paper's final accuracy"), "", details]
 
 
-def _missing_md(R: dict, runs: list[dict]) -> str:
+def _missing_md(R: dict, runs: list[dict], study: list[dict] = ()) -> str:
     """What the MNIST grid plans and ``runs`` lack, a line each; few-shot runs that diverged (``R['diverged']``,
-    not retried by the grid) count as run."""
+    not retried by the grid) count as run; study: :func:`length_study` pairs (longer runs of some mixes)."""
     lines = []
     for k in FEWSHOT_K:
         n = fewshot_missing([len(select([*runs, *longest_schedule(R.get("diverged", []))], v, k)) for v in TABLE1])
@@ -1166,7 +1166,7 @@ def _missing_md(R: dict, runs: list[dict]) -> str:
         if n < 5:
             lines.append(f"- Figure S6, λ_JR={lam:g}: {n} of 5 seeds")
     if schedule_name(runs) == "short":
-        have = sorted({p["variant"] for p in length_study(R["runs"])}, key=TABLE1.index)
+        have = sorted({p["variant"] for p in study}, key=TABLE1.index)
         lines.append("- the paper's 150k-iteration schedule (`--schedule paper`, for a GPU)"
                      + (f": so far {and_join(have)} (seed 0, *Training length*), not yet every Table-1 mix"
                         if have else ""))
