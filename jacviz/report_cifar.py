@@ -15,7 +15,7 @@ import numpy as np
 
 from .grid import (CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1,
                    is_schedule_study, variant_config)
-from .report import (_jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
+from .report import (length_study, _jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
                      diverged_note, draw_noise_note, jacobian_reduction, load_more_draws, more_draws_note, paired_fewshot_markdown,
                      paired_fewshot_rows, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci, on_gpu,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
@@ -40,13 +40,14 @@ def ddnet_runs(runs: list[dict], variant: str, k: int | None = None) -> list[dic
 
 
 def table_s3_rows(runs: list[dict], diverged: list[dict] = (), study: list[dict] = (),
-                  more: list[dict] = ()) -> list[dict]:
+                  more: list[dict] = (), paper_length: list[dict] = ()) -> list[dict]:
     """One row per (regularizer, column) of Table S3: paper, ours, difference, agreement, note.
 
     diverged: the results file's diverged runs (grid.collect_runs); ours averages the finished runs
     only and the note counts the diverged ones. study: :func:`schedule_study` pairs, whose longer runs the
     full-data notes cite (they stay out of the cells). more: ``reproduction/fewshot_draws.py``'s runs beyond the
-    table's seeds, named in their few-shot cell's note (report.more_draws_note), out of the cell."""
+    table's seeds, named in their few-shot cell's note (report.more_draws_note), out of the cell.
+    paper_length: ``report.length_study`` pairs (the paper's schedule for some mixes only), cited alike."""
     rows = []
     for v in TABLE1:
         for col in COLUMNS:
@@ -62,6 +63,8 @@ def table_s3_rows(runs: list[dict], diverged: list[dict] = (), study: list[dict]
             notes = (diverged_note(div, len(rs)), collapsed_note(rs) if col != "jac" else "",
                      _note(row, rs, runs) if rs or not div else "",
                      longer_note(col, [p for p in study if p["variant"] == v]) if not row["agrees"] else "",
+                     longer_note(col, [p for p in paper_length if p["variant"] == v], "Training length: the paper's "
+                                 "schedule") if not row["agrees"] else "",
                      more_draws_note(rs, ddnet_runs(list(more), v, col), paper) if col in FEWSHOT_K and rs else "")
             row["note"] = "; ".join(n for n in notes if n)
             rows.append(row)
@@ -266,6 +269,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
     all_runs = R["runs"]
     runs, diverged = longest_schedule(all_runs), longest_schedule(R.get("diverged", []))
     study = schedule_study(all_runs)
+    paper_length = length_study(all_runs, "ddnet", "cifar10")  # longer than the tables, only some mixes yet
     table_runs = [r for r in all_runs if not is_schedule_study(r["config"])]
     rob_file = Path(results_dir) / "cifar10_robustness.json"
     rob_all = {"models": [], "groups": [], "meta": {}}
@@ -273,10 +277,14 @@ def section(results_dir: Path, png: bool = True) -> str | None:
         from .robustness import load_results
         rob_all = load_results(rob_file)
     rob = current_robustness(rob_all)
-    rows = table_s3_rows(runs, diverged, study, load_more_draws(results_dir, "cifar10"))
+    rows = table_s3_rows(runs, diverged, study, load_more_draws(results_dir, "cifar10"), paper_length)
     figs = cifar_figures(rob) if rob["models"] else {}
     if study:
         figs["cifar_training_length"] = schedule_study_figure(study)
+    if paper_length:
+        figs["cifar_paper_length"] = length_figure(
+            paper_length, PAPER_TABLE_S3, "DDNet on CIFAR-10: the tables' short schedule and the paper's 150,000 "
+            "iterations", per_epoch=500, log_x=True)
     pngs = write_pngs(figs, Path(results_dir) / "figures") if png else None
     devices = sorted({f"{r['meta'].get('device', '?')} ({r['meta'].get('device_name', '?')}, torch "
                       f"{r['meta'].get('torch', '?')})" for r in runs})
@@ -296,7 +304,9 @@ def section(results_dir: Path, png: bool = True) -> str | None:
           "## How these numbers were made\n",
           f"- **Runs**: {len(runs)} finished runs ({sum(r['config']['model'] == 'ddnet' for r in runs)} DDNet, "
           f"{sum(r['config']['model'] == 'resnet18' for r in runs)} ResNet-18){superseded_note(table_runs, runs)}"
-          + (f" and {len(study)} of the schedule study (*Training length* below)" if study else "") + ", "
+          + (f" and {len(study)} of the schedule study (*Training length* below)" if study else "")
+          + (f" and {len(paper_length)} of the paper's schedule for some mixes only (*Training length: the paper's "
+             "schedule* below)" if paper_length else "") + ", "
           f"{hours:.1f} h of training wall time on {', '.join(devices) or '—'}.",
           f"- **Schedule**: {schedule_name(runs)} — "
           + (f"{'/'.join(f'{i:,}' for i in its)} SGD iterations ({'/'.join(f'{i / 500:g}' for i in its)} epochs), batch 100, momentum 0.9, lr 0.01 (DDNet) / "
@@ -367,6 +377,19 @@ def section(results_dir: Path, png: bool = True) -> str | None:
                figure_md(pngs, "cifar_training_length", "Training length (ours): test accuracy and ‖J‖_F at every "
                          "evaluation, short runs dotted, 5× longer runs solid; dashed: the paper's final accuracy "
                          "after 150,000 iterations (its ‖J‖_F, 29–184, lies far above this axis)"), "", details]
+    if paper_length:
+        summary, details = length_markdown(paper_length, PAPER_TABLE_S3, per_epoch=500)
+        mixes = sorted({p["variant"] for p in paper_length}, key=TABLE1.index)
+        md += ["## Training length: the paper's schedule\n",
+               f"DDNet runs of the paper's {paper_length[0]['long']['config']['iterations']:,} iterations next to "
+               f"their twins of the tables' schedule (same mix and seed). Only {and_join(mixes)} "
+               f"{'has' if len(mixes) == 1 else 'have'} one, so Table S3 keeps "
+               "the short runs; once every Table-S3 mix has one, the tables use those alone "
+               "(`report.table_iterations`).\n",
+               summary, "", length_robustness(paper_length, rob_all),
+               figure_md(pngs, "cifar_paper_length", "The paper's schedule (ours): test accuracy and ‖J‖_F at every "
+                         "evaluation, short runs dotted, 150,000-iteration runs solid (log iteration axis); dashed: "
+                         "the paper's final accuracy"), "", details]
     rn = [r for r in full if r["config"]["model"] == "resnet18"]
     md += ["## ResNet-18: clean CIFAR-10 test accuracy and ‖J‖_F\n",
            "The paper prints no clean numbers for ResNet-18 (Table S3 is DDNet's; ResNet-18 appears only in the "

@@ -298,7 +298,7 @@ def test_about_shows_the_reproduction_tables(app):
 
 def test_robustness_and_about_show_the_cifar10_reproduction(app):
     """The CIFAR-10 grid's results: robustness curves of the DDNets under their own heading, Table S3 on About."""
-    from jacviz import report_cifar
+    from jacviz import report, report_cifar
 
     rob_file, runs_file = ROOT / "reproduction" / "cifar10_robustness.json", ROOT / "reproduction" / "cifar10_runs.json"
     if not (rob_file.is_file() and runs_file.is_file()):
@@ -322,7 +322,9 @@ def test_robustness_and_about_show_the_cifar10_reproduction(app):
     assert not app.exception, _errors(app)
     R = json.loads(runs_file.read_text())
     rows = report_cifar.table_s3_rows(report_cifar.longest_schedule(R["runs"]), R.get("diverged", []),
-                                      report_cifar.schedule_study(R["runs"]))  # notes cite the longer runs
+                                      report_cifar.schedule_study(R["runs"]),  # notes cite the longer runs
+                                      report.load_more_draws(ROOT / "reproduction", "cifar10"),
+                                      report.length_study(R["runs"], "ddnet", "cifar10"))
     wide, long = report_cifar.table_s3_markdown(rows, details=False)
     assert wide in [m.value for m in app.markdown] and long in [m.value for m in app.markdown]
     if R.get("diverged"):  # the caption counts them and the long table's notes say which

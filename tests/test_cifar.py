@@ -307,6 +307,30 @@ def test_schedule_experiment_is_the_short_schedule_stretched_five_times():
     assert study[0] in rob and short in rob  # evaluated side by side (Training length), never in the figures
 
 
+def test_the_papers_schedule_for_one_ddnet_mix_stands_beside_table_s3(tmp_path):
+    """A 150k-iteration DDNet run of one mix (a GPU session that stopped early) leaves Table S3 on the short runs;
+    its own section pairs it with its short twin and the mix's full-data notes cite it."""
+    if not CIFAR_RUNS.is_file():
+        pytest.skip("no reproduction/cifar10_runs.json in this checkout")
+    R = json.loads(CIFAR_RUNS.read_text())
+    short = report.select(R["runs"], "JR", model="ddnet", dataset="cifar10", seed=0, iterations=1500)[0]
+    long = json.loads(json.dumps(short))
+    long["config"].update(iterations=150000, milestones=[50000, 100000], eval_every=5000, checkpoint_every=5000)
+    long["key"], long["metrics"]["test_acc"], long["metrics"]["jac_fro_normalized"] = "pJR", 0.751, 3.9
+    (tmp_path / "cifar10_runs.json").write_text(json.dumps({**R, "runs": R["runs"] + [long]}))
+    md = report_cifar.section(tmp_path, png=False)
+    plain = report_cifar.section(CIFAR_RUNS.parent, png=False)
+    table = lambda m: m.split("## Table S3")[1].split("<details>")[0]  # noqa: E731
+    assert table(md) == table(plain) and "Training length: the paper's schedule" not in plain
+    sec = md.split("## Training length: the paper's schedule\n")[1].split("\n## ")[0]
+    assert "Only JR has one, so Table S3 keeps the short runs" in sec
+    assert f"| JR | 0 | {100 * short['metrics']['test_acc']:.1f} | 75.1 | 75.4 ± 0.2 | -0.3 |" in sec
+    acc_note = next(line for line in md.splitlines() if line.startswith("| Jacobian | all data |"))
+    assert (f"trained 150,000 iterations instead, seed 0 went from {100 * short['metrics']['test_acc']:.1f} to 75.1 "
+            "(REPRODUCTION.md, *Training length: the paper's schedule*)") in acc_note
+    assert "and 1 of the paper's schedule for some mixes only" in md
+
+
 def test_schedule_study_gets_its_own_table_and_leaves_table_s3_alone(tmp_path):
     """7,500-iteration runs of 'none' and 'dropout' (the recorded 1,500-iteration records, stretched: history
     extended, accuracy changed) neither supersede nor join the table's runs; their own section pairs each with the

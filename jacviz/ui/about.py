@@ -207,7 +207,8 @@ if CIFAR_RUNS_FILE.is_file():
                       "iterations." if its_fs else ""))
         study = report_cifar.schedule_study(cifar["all_runs"])  # cited by the full-data notes, not in the cells
         wide_md, long_md = report_cifar.table_s3_markdown(
-            report_cifar.table_s3_rows(cifar_runs, cifar_diverged, study, report.load_more_draws(RESULTS_DIR, "cifar10")),
+            report_cifar.table_s3_rows(cifar_runs, cifar_diverged, study, report.load_more_draws(RESULTS_DIR, "cifar10"),
+                                       report.length_study(cifar["all_runs"], "ddnet", "cifar10")),
             details=False)
         st.markdown(wide_md)
         with st.expander("Every Table-S3 cell we ran, with its difference and explanation"):
