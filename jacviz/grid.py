@@ -470,7 +470,7 @@ a full-data LeNet' run takes ~2 min plain, ~4 min with JR, ~3.5 min with AT, ~9 
 JR); robustness of one model on 500 images ~1.5 min (medians). A DDNet run (CIFAR-10, short
 schedule, 1,500 iterations) takes ~7 min plain, ~15 min with JR, ~15 min with AT, ~30 min with
 JR+AT; robustness of one DDNet on 200 images ~5 min; a few-shot DDNet run ~10 / ~17 / ~48 min
-(k=1 / 3 / 10) plain and ~21 / ~35 / ~117 min with JR. A ResNet-18 run (1 process of 2 threads) takes ~40 min plain,
+(k=1 / 3 / 10) plain and ~21 / ~36 / ~117 min with JR. A ResNet-18 run (1 process of 2 threads) takes ~40 min plain,
 ~2 h with JR; its robustness on 200 images ~15 min. REPRODUCTION.md (sections Compute) lists
 every kind of run with its measured times.""")
     p.add_argument("--dataset", default="mnist", choices=DATASETS, help="mnist (LeNet') or cifar10 (DDNet, ResNet-18)")
