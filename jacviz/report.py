@@ -180,6 +180,11 @@ def length_study(all_runs: list[dict], model: str = "lenet", dataset: str = "mni
     return out
 
 
+def study_mixes(study: list[dict]) -> list[str]:
+    """The mixes of :func:`length_study` pairs, in Table 1's order, each once."""
+    return sorted({p["variant"] for p in study}, key=TABLE1.index)
+
+
 def schedule_name(runs: list[dict]) -> str:
     """'paper' when the full-data runs train the paper's 150k iterations, 'short' when fewer, '—' without any."""
     its = [r["config"]["iterations"] for r in runs if not r["config"].get("few_shot_k")]
@@ -1127,7 +1132,7 @@ def _length_section(study: list[dict], pngs, rob: dict) -> list[str]:
         return []
     from .report_length import length_markdown, length_robustness
     lo = study[0]["long"]["config"]
-    have = sorted({p["variant"] for p in study}, key=TABLE1.index)
+    have = study_mixes(study)
     summary, details = length_markdown(study, PAPER_TABLE1, per_epoch=600, digits=2)
     return [f"## Training length: LeNet', the paper's {lo['iterations']:,} iterations against the tables' "
             f"{SCHEDULES['short']['iterations']:,}\n",
@@ -1166,7 +1171,7 @@ def _missing_md(R: dict, runs: list[dict], study: list[dict] = ()) -> str:
         if n < 5:
             lines.append(f"- Figure S6, λ_JR={lam:g}: {n} of 5 seeds")
     if schedule_name(runs) == "short":
-        have = sorted({p["variant"] for p in study}, key=TABLE1.index)
+        have = study_mixes(study)
         lines.append("- the paper's 150k-iteration schedule (`--schedule paper`, for a GPU)"
                      + (f": so far {and_join(have)} (seed 0, *Training length*), not yet every Table-1 mix"
                         if have else ""))
