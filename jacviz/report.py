@@ -603,6 +603,7 @@ def jacobian_reduction(runs: list[dict], model: str = "lenet", dataset: str = "m
 
 def robustness_rows(rob: dict) -> list[dict]:
     """Per seed group: clean accuracy and median L2 fooling distance per attack (mean ± std over seeds)."""
+    from .robustness import all_flags
     rows = []
     by_key = {}
     for m in rob.get("models", []):
@@ -616,7 +617,7 @@ def robustness_rows(rob: dict) -> list[dict]:
                "median": {k: (math.inf if f["median_mean"] is None else f["median_mean"],
                               math.nan if f["median_std"] is None else f["median_std"]) for k, f in g["fooling"].items()},
                "never": {k: f["never_fooled_mean"] for k, f in g["fooling"].items()},
-               "flags": g.get("masking_flags", [])}
+               "flags": all_flags(g)}
         rows.append(row)
     return rows
 
@@ -918,7 +919,7 @@ def robustness_markdown(rows: list[dict]) -> str:
         txt = ("∞" if not math.isfinite(m) else f"{m:.3f}") + (f" ± {s:.3f}" if math.isfinite(s) and r["n_seeds"] > 1 else "")
         return txt + (f" ({percent_text(never)} never)" if never > 0 else "")
 
-    return _md_table(["Model", "seeds", "clean acc. (%)", *(f"median {a.upper() if a != 'noise' else 'noise'} L2" for a in attacks), "masking flags"],
+    return _md_table(["Model", "seeds", "clean acc. (%)", *(f"median {a.upper() if a != 'noise' else 'noise'} L2" for a in attacks), "masking / attack flags"],
                      [[r["label"], r["n_seeds"], fmt(r["clean"][0], r["clean"][1], 2)] + [cell(r, a) for a in attacks]
                       + ["; ".join(r["flags"]) or "none"] for r in rows])
 

@@ -8,7 +8,8 @@ dicts; they run on the model's device (CUDA when the model is there) and keep no
 
 Honest evaluation (DESIGN principle 6): samples an attack never fools within its budget get
 ``inf`` and are counted (``summarize``), never dropped; the worst case over attacks per sample
-is reported; gradient masking is flagged (``masking_flags``, after AutoAttack's checks.py).
+is reported; gradient masking is flagged (``masking_flags``, after AutoAttack's checks.py), and so
+is a CW attack that stops short of samples FGSM or PGD fool (``attack_failure_flags``).
 """
 from __future__ import annotations
 
@@ -390,6 +391,33 @@ def masking_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return flags
 
 
+def attack_failure_flags(distances: dict, tol: float = 0.05) -> list[str]:
+    """Warnings that the CW attack stopped short: samples it never fooled although FGSM or PGD did.
+
+    CW-L2 minimizes the L2 distance with no budget, so a sample another attack fools is one CW should
+    fool too, closer. When it returns ``inf`` on more than ``tol`` of the samples that FGSM or PGD fool,
+    its median and never-fooled fraction measure its settings (Adam steps, binary-search rounds over c),
+    not the model; the 'worst' case (per-sample minimum over the attacks) still does. Pure function of
+    one model's per-sample distances: ``distances`` maps attack -> (N,) L2 distances (arrays, tensors or
+    JSON lists with None for never fooled), as in :func:`evaluate_model`. Returns [] without 'cw'.
+    """
+    if "cw" not in distances:
+        return []
+    d = {k: distances_from_json(v) for k, v in distances.items() if k in ("cw", "fgsm", "pgd")}
+    others = [k for k in ("fgsm", "pgd") if k in d and len(d[k]) == len(d["cw"])]
+    if not others or not len(d["cw"]):
+        return []
+    best_other = np.min(np.stack([d[k] for k in others]), axis=0)
+    missed = ~np.isfinite(d["cw"]) & np.isfinite(best_other)
+    n, N = int(missed.sum()), len(missed)
+    if n / N <= tol:
+        return []
+    return [f"CW found no adversarial example for {n}/{N} samples ({100 * n / N:.0f}%) that "
+            f"{'/'.join(k.upper() for k in others)} fool (their median L2 there {np.median(best_other[missed]):.3g}, "
+            f"pixel space): CW's median and never-fooled fraction are limits of its settings (Adam steps, "
+            f"rounds over c), not robustness; the 'worst' case still counts those samples."]
+
+
 # ----------------------------------------------------------------------------- one model, all attacks
 DEFAULT_SIGMAS = {"mnist": [round(0.1 * i, 2) for i in range(11)],
                   "cifar10": [round(0.05 * i, 2) for i in range(11)]}
@@ -443,6 +471,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
         out["distances"]["worst"] = worst_case(out["distances"])
         out["fooling_settings"]["worst"] = {"rule": "per-sample minimum over " + ", ".join(out["distances"].keys() - {"worst"})}
     out["summaries"] = {k: summarize(v) for k, v in out["distances"].items()}
+    out["attack_flags"] = attack_failure_flags(out["distances"])
     if masking:
         m = min(masking_n, len(x))
         given = {k: v[:m] for k, v in out["distances"].items() if k in ("noise", "fgsm", "pgd", "cw")}
@@ -473,6 +502,11 @@ def distance_grid(distance_lists: Iterable, n_points: int = 201) -> np.ndarray:
 
 
 DATASET_TITLES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "usps": "USPS"}  # figure titles
+
+
+def all_flags(g: dict) -> list[str]:
+    """A group's gradient-masking flags, then its attack flags (:func:`attack_failure_flags`)."""
+    return [*g.get("masking_flags", []), *g.get("attack_flags", [])]
 
 
 def aggregate_seeds(records: Sequence[dict], n_points: int = 201) -> list[dict]:
@@ -531,6 +565,9 @@ def aggregate_seeds(records: Sequence[dict], n_points: int = 201) -> list[dict]:
                                   if len(med) > 1 else 0.0,
                                   "never_fooled_mean": float(never.mean())}
         g["masking_flags"] = sorted({f for r in rs for f in r.get("masking_flags", [])})
+        # recomputed from the stored distances, so records evaluated before this check get it too
+        g["attack_flags"] = sorted({(f"seed {r.get('seed')}: " if len(rs) > 1 else "") + f
+                                    for r in rs for f in attack_failure_flags(r["distances"])})
         out.append(g)
     return out
 
@@ -550,7 +587,7 @@ def figures_from_results(results: dict) -> dict:
     for ds in sorted({g["dataset"] for g in groups}):
         gs = [g for g in groups if g["dataset"] == ds]
         ds_name = DATASET_TITLES.get(ds, ds.upper())
-        flags = {g["label"]: g.get("masking_flags", []) for g in gs if g.get("masking_flags")}
+        flags = {g["label"]: all_flags(g) for g in gs if all_flags(g)}
         for attack in ("noise", "fgsm", "pgd"):
             curves = {g["label"]: (g["curves"][attack]["strengths"], g["curves"][attack]["accuracies"])
                       for g in gs if attack in g["curves"]}
@@ -571,7 +608,7 @@ def figures_from_results(results: dict) -> dict:
                     for m, f in g["fooling"].items() if m != "worst"}
             if cdfs:
                 fig = P.fooling_cdf_figure(cdfs, title=f"{g['label']} ({ds_name}): attacks compared (Figure S5)")
-                figs[f"attacks_{g['group_key']}"] = P.add_flag_annotations(fig, {g["label"]: g.get("masking_flags", [])})
+                figs[f"attacks_{g['group_key']}"] = P.add_flag_annotations(fig, {g["label"]: all_flags(g)})
     return figs
 
 
@@ -622,7 +659,9 @@ def _jsonable(obj):
 
 def distances_from_json(d) -> np.ndarray:
     """One attack's fooling distances as written by ``_jsonable`` (a list with None for never fooled), or
-    an array already restored: (N,) float array, L2 in pixel space, inf for never fooled."""
+    an array or tensor already restored: (N,) float array, L2 in pixel space, inf for never fooled."""
+    if isinstance(d, torch.Tensor):
+        return d.detach().cpu().double().numpy()
     return np.array([math.inf if v is None else v for v in d], dtype=float)
 
 
@@ -718,6 +757,8 @@ def run_robustness(checkpoint_paths: Sequence, attacks: Sequence[str] = ATTACKS,
                            batch_size=batch_size, seed=seed, progress=progress)
         for flag in rec.get("masking_flags", []):
             log(f"  masking flag: {flag}")
+        for flag in rec.get("attack_flags", []):
+            log(f"  attack flag: {flag}")
         records.append(rec)
     results = {"meta": {**environment(dev), "n_requested": n, "attacks": list(attacks),
                         "samples": "first n samples of the test split", "space": "[0,1] pixel space",

@@ -193,6 +193,44 @@ def test_masking_flags_trigger_on_masked_models(lenet_plain, small, wrap, why):
     assert "noise beats the gradient attacks" in text
 
 
+def test_a_starved_cw_is_flagged_where_pgd_fools_and_a_working_one_is_not(lenet_plain, small):
+    """The attack check on real MNIST: CW run for 2 Adam steps in one round at c = 1e-4 cannot reach
+    the boundary, so it returns inf on images that PGD (32/255) fools; the flag says so. With the test
+    CW settings it fools what PGD fools, and nothing is flagged."""
+    x, y = small
+    x, y = x[:40], y[:40]
+    d = {"pgd": R.fooling_distances(lenet_plain, x, y, "pgd"),
+         "cw": R.fooling_distances(lenet_plain, x, y, "cw", cw_kwargs={"steps": 2, "binary_steps": 1, "c0": 1e-4})}
+    missed = int((torch.isinf(d["cw"]) & torch.isfinite(d["pgd"])).sum())
+    assert missed > 0.5 * len(x)  # the starved attack really misses: the check has something to see
+    (flag,) = R.attack_failure_flags(d)
+    assert flag.startswith(f"CW found no adversarial example for {missed}/40 samples") and "PGD fool" in flag
+    d["cw"] = R.fooling_distances(lenet_plain, x, y, "cw", cw_kwargs=CW_TEST)
+    assert R.attack_failure_flags(d) == []
+
+
+def test_attack_flags_reach_groups_and_report_rows_from_stored_distances():
+    """Records written before the check (JSON lists, None = never fooled) get it at aggregation;
+    seeds are named when a group has several, and the report's robustness rows carry the flag."""
+    from jacviz.report import robustness_markdown, robustness_rows
+    inf_cw = [None] * 8 + [0.5, 0.6]  # CW never fools 8 of 10 ...
+    pgd = [1.0] * 10                  # ... that PGD fools
+    rec = {"group_key": "g", "label": "dropout", "dataset": "mnist", "seed": 0, "curves": {},
+           "clean_accuracy": 1.0, "config": {}, "distances": {"pgd": pgd, "cw": inf_cw}}
+    (g,) = R.aggregate_seeds([rec])
+    assert g["attack_flags"] == R.attack_failure_flags(rec["distances"]) and "8/10 samples (80%)" in g["attack_flags"][0]
+    assert g["masking_flags"] == []  # the gradient-masking checks are a separate question
+    ok = {**rec, "seed": 1, "distances": {"pgd": pgd, "cw": [0.5] * 10}}
+    (g2,) = R.aggregate_seeds([rec, ok])
+    assert len(g2["attack_flags"]) == 1 and g2["attack_flags"][0].startswith("seed 0: CW found no")
+    (row,) = robustness_rows({"models": [rec], "groups": [g]})
+    assert row["flags"] == g["attack_flags"]
+    assert "8/10 samples" in robustness_markdown([row])
+    # CW below the tolerance (1 of 30 samples), or no other attack to compare with: quiet
+    assert R.attack_failure_flags({"pgd": [1.0] * 30, "cw": [None] + [0.5] * 29}) == []
+    assert R.attack_failure_flags({"cw": [None] * 10}) == []
+
+
 def test_non_monotone_detector():
     assert R._non_monotone([1, 2, 3, 4], [0.1, 0.5, 0.9, 1.0], 0.05) is None
     assert R._non_monotone([1, 2, 3, 4], [0.1, 0.6, 0.58, 0.9], 0.05) is None  # within tolerance

@@ -79,6 +79,7 @@ def show(results: dict, source: str, key: str, path: str) -> None:
             row[f"median L2 fooling distance, {name}"] = s["median"]
             row[f"never fooled, {name}"] = s["fraction_never_fooled"]
         row["masking flags"] = len(r.get("masking_flags", []))
+        row["attack flags"] = len(robustness.attack_failure_flags(r.get("distances", {})))
         rows.append(row)
     table = pd.DataFrame(rows)
     if not table.empty:
@@ -93,11 +94,15 @@ def show(results: dict, source: str, key: str, path: str) -> None:
             for flag in g.get("masking_flags", []):
                 st.warning(f"**Gradient-masking check, {g['label']}:** {flag}")
                 flagged = True
+            for flag in g.get("attack_flags", []):
+                st.warning(f"**Attack check, {g['label']}:** {flag}")
+                flagged = True
     if not ran_checks:
         st.info("Gradient-masking checks were not run for these results.")
     elif not flagged and chosen:
         st.success("Gradient-masking checks (zero gradients, noise beating gradient attacks, PGD success "
-                   "non-monotone in its budget) raised no flag for the models shown.", icon=":material/check:")
+                   "non-monotone in its budget) and the attack check (CW never fooling what FGSM or PGD fool) "
+                   "raised no flag for the models shown.", icon=":material/check:")
     if not chosen:
         return
     figs = _figures(results, tuple(chosen))
