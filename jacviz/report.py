@@ -164,20 +164,25 @@ def longest_schedule(records: list[dict]) -> list[dict]:
             or c.get("iterations", 0) == length[(c.get("model"), c.get("dataset"))]]
 
 
+def pair_runs(longs: list[dict], mixes, twin, **where) -> list[dict]:
+    """Runs of a training-length comparison, each with its twin: [{'variant', 'seed', 'long': run,
+    'short': twin(mix, run) or None}] for the runs ``longs`` of ``mixes`` (``select``'s ``where``: model,
+    dataset), in the order of ``mixes``, then by seed."""
+    return [{"variant": v, "seed": r["config"]["seed"], "long": r, "short": twin(v, r)}
+            for v in mixes for r in sorted(select(longs, v, **where), key=lambda r: r["config"]["seed"])]
+
+
 def length_study(all_runs: list[dict], model: str = "lenet", dataset: str = "mnist") -> list[dict]:
     """Full-data runs of a Table-1 mix longer than the tables' schedule (:func:`table_iterations`), which
-    therefore stay out of the tables, each paired with the tables' run of the same mix and seed:
-    [{'variant', 'seed', 'long': run, 'short': run or None}], mixes in Table 1's order, then by seed."""
+    therefore stay out of the tables, each paired with the tables' run of the same mix and seed
+    (:func:`pair_runs`), mixes in Table 1's order, then by seed."""
     n = table_iterations(all_runs).get((model, dataset))
-    out = []
-    for v in TABLE1:
-        long = [r for r in select(all_runs, v, model=model, dataset=dataset)
-                if r["config"]["iterations"] > (n or math.inf) and not is_schedule_study(r["config"])]
-        for r in sorted(long, key=lambda r: r["config"]["seed"]):
-            twin = [t for t in select(all_runs, v, model=model, dataset=dataset, seed=r["config"]["seed"])
-                    if t["config"]["iterations"] == n]
-            out.append({"variant": v, "seed": r["config"]["seed"], "long": r, "short": twin[0] if twin else None})
-    return out
+    longs = [r for r in all_runs if r["config"]["iterations"] > (n or math.inf) and not is_schedule_study(r["config"])]
+
+    def twin(v, r):
+        return next((t for t in select(all_runs, v, model=model, dataset=dataset, seed=r["config"]["seed"])
+                     if t["config"]["iterations"] == n), None)
+    return pair_runs(longs, TABLE1, twin, model=model, dataset=dataset)
 
 
 def study_mixes(study: list[dict]) -> list[str]:

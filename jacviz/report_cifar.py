@@ -15,7 +15,7 @@ import numpy as np
 
 from .grid import (CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1,
                    is_schedule_study, variant_config)
-from .report import (length_study, study_mixes, _jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
+from .report import (length_study, pair_runs, study_mixes, _jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
                      diverged_note, draw_noise_note, jacobian_reduction, load_more_draws, more_draws_note, paired_fewshot_markdown,
                      paired_fewshot_rows, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci, on_gpu,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
@@ -117,16 +117,14 @@ def _note(row: dict, rs: list[dict], runs: list[dict]) -> str:
 
 def schedule_study(all_runs: list[dict]) -> list[dict]:
     """The 'schedule' experiment's DDNet runs (grid.SCHEDULE_STUDY mixes on the 'medium' schedule, 5x the
-    tables' 'short' one), each paired with the tables' short run of the same mix and seed:
-    [{'variant', 'seed', 'long': run, 'short': run or None}], mixes in Table S3's order, then by seed."""
+    tables' 'short' one), each paired with the tables' short run of the same mix and seed (``report.pair_runs``),
+    mixes in Table S3's order, then by seed."""
     by_key = {r["key"]: r for r in all_runs}
-    out = []
-    for v in (v for v in TABLE1 if v in SCHEDULE_STUDY):
-        for r in sorted(select([r for r in all_runs if is_schedule_study(r["config"])], v, model="ddnet",
-                               dataset="cifar10"), key=lambda r: r["config"]["seed"]):
-            twin = variant_config(v, r["config"]["seed"], "short", "cifar10").key()  # the run's name, as the grid's
-            out.append({"variant": v, "seed": r["config"]["seed"], "long": r, "short": by_key.get(twin)})
-    return out
+
+    def twin(v, r):  # the short run's name, as the grid's
+        return by_key.get(variant_config(v, r["config"]["seed"], "short", "cifar10").key())
+    return pair_runs([r for r in all_runs if is_schedule_study(r["config"])], [v for v in TABLE1 if v in SCHEDULE_STUDY],
+                     twin, model="ddnet", dataset="cifar10")
 
 
 def schedule_study_figure(study: list[dict]):
