@@ -129,31 +129,41 @@ def _cfg_matches(cfg: dict, variant: str, k: int | None, model: str = "lenet", d
     return all(cfg.get(f) == v for f, v in want.items())
 
 
+TABLE_MIN_SEEDS = 2  # a schedule takes over the tables once every cell can have a mean with a 95% CI
+
+
 def table_iterations(records: list[dict]) -> dict:
     """{(model, dataset): the full-data training length the tables use}: per architecture, the longest schedule
-    that has a record of every Table-1 mix the architecture has at any length, so that a few runs of a longer
-    schedule (a CPU session's 150k-iteration runs) do not empty the other cells; the longest present where no
-    length covers them. The CIFAR-10 'schedule' experiment's runs (``grid.is_schedule_study``) never count."""
-    mixes: dict = {}
+    with at least ``TABLE_MIN_SEEDS`` seeds of every Table-1 mix the architecture has at any length (so every
+    cell keeps a confidence interval); else the longest with one seed of each; else the longest present. A few
+    runs of a longer schedule (a CPU session's 150k-iteration runs, one seed a mix) therefore neither empty
+    the other cells nor replace five seeds by one. The CIFAR-10 'schedule' experiment's runs
+    (``grid.is_schedule_study``) never count."""
+    seeds: dict = {}
     for r in records:
         c = r.get("config", {})
         if c.get("few_shot_k") or is_schedule_study(c):
             continue
         arch = (c.get("model"), c.get("dataset"))
-        have = {v for v in TABLE1 if _cfg_matches(c, v, None, *arch)}
-        mixes.setdefault(arch, {}).setdefault(c.get("iterations", 0), set()).update(have)
+        by_mix = seeds.setdefault(arch, {}).setdefault(c.get("iterations", 0), {})
+        for v in TABLE1:
+            if _cfg_matches(c, v, None, *arch):
+                by_mix.setdefault(v, set()).add(c.get("seed"))
     out = {}
-    for arch, by_len in mixes.items():
-        wanted = set().union(*by_len.values())
-        complete = [n for n, have in by_len.items() if have >= wanted]
-        out[arch] = max(complete or by_len)
+    for arch, by_len in seeds.items():
+        wanted = set().union(*(m.keys() for m in by_len.values()))
+
+        def covered(n, k):
+            return all(len(by_len[n].get(v, ())) >= k for v in wanted)
+        out[arch] = max([n for n in by_len if covered(n, TABLE_MIN_SEEDS)]
+                        or [n for n in by_len if covered(n, 1)] or by_len)
     return out
 
 
 def longest_schedule(records: list[dict]) -> list[dict]:
     """``records`` (runs, diverged runs or robustness records, each with a 'config') without the full-data ones
     of another length than :func:`table_iterations` picks for their architecture: once the paper's
-    150k-iteration runs cover every Table-1 mix, the short CPU ones stay in the results files, but no table or
+    150k-iteration runs cover every Table-1 mix with two seeds, the short CPU ones stay in the results files, but no table or
     figure averages the two schedules together; until then the longer runs stand beside the tables
     (:func:`length_study`). Few-shot runs (one protocol) are all kept. The CIFAR-10 'schedule' experiment's
     runs (``grid.is_schedule_study``) are left out: they are a side study with a table of their own, and
@@ -188,6 +198,18 @@ def length_study(all_runs: list[dict], model: str = "lenet", dataset: str = "mni
 def study_mixes(study: list[dict]) -> list[str]:
     """The mixes of :func:`length_study` pairs, in Table 1's order, each once."""
     return sorted({p["variant"] for p in study}, key=TABLE1.index)
+
+
+def why_beside(study: list[dict], table: str = "Table 1", mixes=TABLE1) -> str:
+    """Why :func:`length_study` pairs stand beside the tables instead of in them: which mixes of ``table``
+    (``mixes``) have a longer run and how many seeds, and when the tables switch (:func:`table_iterations`)."""
+    have = study_mixes(study)
+    seeds = sorted({p["seed"] for p in study})
+    which = (f"Every {table} mix has" if set(mixes) <= set(have) else
+             f"Only {and_join(have)} {'has' if len(have) == 1 else 'have'}")
+    return (f"{which} such a run (seed{'s' if len(seeds) > 1 else ''} {and_join([str(x) for x in seeds])}), so the "
+            f"tables keep the short schedule; they use the longer runs alone once every {table} mix has "
+            f"{TABLE_MIN_SEEDS} seeds of them (a mean with a 95% CI in every cell; `report.table_iterations`).")
 
 
 def schedule_name(runs: list[dict]) -> str:
@@ -1138,7 +1160,6 @@ def _length_section(study: list[dict], pngs, rob: dict) -> list[str]:
         return []
     from .report_length import length_markdown, length_robustness
     lo = study[0]["long"]["config"]
-    have = study_mixes(study)
     summary, details = length_markdown(study, PAPER_TABLE1, per_epoch=600, digits=2)
     return [f"## Training length: LeNet', the paper's {lo['iterations']:,} iterations against the tables' "
             f"{SCHEDULES['short']['iterations']:,}\n",
@@ -1146,10 +1167,8 @@ def _length_section(study: list[dict], pngs, rob: dict) -> list[str]:
             f"initialization) trained {lo['iterations']:,} iterations at batch 100 (lr {lo['lr']:g} ÷10 after "
             f"{' and '.join(f'{m:,}' for m in lo['milestones'])}, as the paper), evaluated every "
             f"{lo['eval_every']:,} iterations on the 10,000 test images (accuracy) and the first 1,000 (‖J‖_F, "
-            f"normalized input). Only {and_join(have)} {'has' if len(have) == 1 else 'have'} such a run, so the "
-            "table keeps the short schedule; once every Table-1 mix has one, the tables use the longer runs "
-            "alone (`report.table_iterations`). `python -m jacviz grid --schedule paper --experiments table1 --seeds 0 "
-            "--robust-seeds 0` trains them and their robustness (the *Robustness* settings below).\n",
+            f"normalized input). {why_beside(study)} `python -m jacviz grid --schedule paper --experiments table1 "
+            "--seeds 0 --robust-seeds 0` trains them and their robustness (the *Robustness* settings below).\n",
             summary, "", length_robustness(study, rob),
             figure_md(pngs, "mnist_training_length", "Training length (ours): test accuracy and ‖J‖_F at every "
                       "evaluation, short runs dotted, the paper's 150k-iteration schedule solid (log iteration axis); "
@@ -1178,9 +1197,11 @@ def _missing_md(R: dict, runs: list[dict], study: list[dict] = ()) -> str:
             lines.append(f"- Figure S6, λ_JR={lam:g}: {n} of 5 seeds")
     if schedule_name(runs) == "short":
         have = study_mixes(study)
-        lines.append("- the paper's 150k-iteration schedule (`--schedule paper`, for a GPU)"
-                     + (f": so far {and_join(have)} (seed 0, *Training length*), not yet every Table-1 mix"
-                        if have else ""))
+        seeds = {v: sorted(p["seed"] for p in study if p["variant"] == v) for v in have}
+        lines.append(f"- the paper's 150k-iteration schedule (`--schedule paper`, for a GPU; the tables switch to it at "
+                     f"{TABLE_MIN_SEEDS} seeds of every Table-1 mix)"
+                     + (": so far " + and_join([f"{v} (seed{'s' if len(x) > 1 else ''} {', '.join(map(str, x))})"
+                                                for v, x in seeds.items()]) + " (*Training length*)" if have else ""))
     return "\n".join(lines) or "Everything planned is in."
 
 

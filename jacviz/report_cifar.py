@@ -15,7 +15,7 @@ import numpy as np
 
 from .grid import (CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1,
                    is_schedule_study, variant_config)
-from .report import (length_study, pair_runs, study_mixes, _jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
+from .report import (length_study, pair_runs, why_beside, _jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
                      diverged_note, draw_noise_note, jacobian_reduction, load_more_draws, more_draws_note, paired_fewshot_markdown,
                      paired_fewshot_rows, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci, on_gpu,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
@@ -377,13 +377,9 @@ def section(results_dir: Path, png: bool = True) -> str | None:
                          "after 150,000 iterations (its ‖J‖_F, 29–184, lies far above this axis)"), "", details]
     if paper_length:
         summary, details = length_markdown(paper_length, PAPER_TABLE_S3, per_epoch=500)
-        mixes = study_mixes(paper_length)
         md += ["## Training length: the paper's schedule\n",
                f"DDNet runs of the paper's {paper_length[0]['long']['config']['iterations']:,} iterations next to "
-               f"their twins of the tables' schedule (same mix and seed). Only {and_join(mixes)} "
-               f"{'has' if len(mixes) == 1 else 'have'} one, so Table S3 keeps "
-               "the short runs; once every Table-S3 mix has one, the tables use those alone "
-               "(`report.table_iterations`).\n",
+               f"their twins of the tables' schedule (same mix and seed). {why_beside(paper_length, 'Table S3')}\n",
                summary, "", length_robustness(paper_length, rob_all),
                figure_md(pngs, "cifar_paper_length", "The paper's schedule (ours): test accuracy and ‖J‖_F at every "
                          "evaluation, short runs dotted, 150,000-iteration runs solid (log iteration axis); dashed: "
