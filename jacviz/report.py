@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .config import TrainConfig
 from .grid import FEWSHOT_K, LAMBDAS, PAPER_ITERATIONS, RESULTS_DIR, REPO_ROOT, TABLE1, DEFENDED, SCHEDULES, is_schedule_study
 
 # Table 1 (test accuracy %, 95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
@@ -120,7 +121,7 @@ def fmt(m: float, h: float, digits: int = 1) -> str:
 def _cfg_matches(cfg: dict, variant: str, k: int | None, model: str = "lenet", dataset: str = "mnist",
                  **extra) -> bool:
     from .config import PAPER_VARIANTS
-    want = {"weight_decay": 0.0, "dropout": 0.0, "jr": 0.0, "adv_train": False, "n_proj": 1,
+    want = {"weight_decay": 0.0, "dropout": 0.0, "jr": 0.0, "adv_train": False, "n_proj": 1, "momentum": PAPER_MOMENTUM,
             **PAPER_VARIANTS[variant], **extra}
     if cfg.get("init", "paper") != want.pop("init", "paper"):  # records from before the field have none
         return False
@@ -393,39 +394,53 @@ def load_more_draws(results_dir: Path, dataset: str) -> list[dict]:
     return json.loads(path.read_text())["runs"] if path.exists() else []
 
 
-def init_ablation_rows(table_runs: list[dict], draws: list[dict], paper: dict, model: str = "lenet",
-                       dataset: str = "mnist") -> list[dict]:
-    """Few-shot runs under another reading of "the Xavier method" (``TrainConfig.init``, ``models.INITS``;
-    trained by ``reproduction/fewshot_draws.py --init``), each against the paper-init run of its seed.
+PAPER_MOMENTUM = TrainConfig.momentum  # the full-data sentence's rho 0.9; the tables use it for few-shot runs too
 
-    table_runs: the table's runs (paper init); draws: ``fewshot_draws_<dataset>.json``'s runs, any init;
-    paper[mix][k] = (mean %, 95% half-width). One row per (init, k, mix) with runs: {'init', 'k', 'mix',
-    'ours': mean_ci of the ablation runs' accuracy (%), 'base': mean_ci of the paper-init runs of the same seeds,
-    'base_all': mean_ci of every paper-init run of the cell (the table's and the extra draws),
-    'diff': mean_ci of the per-seed differences (points), 'paper', 'gap': ours − paper's mean (points)}."""
+
+def _readings(draws: list[dict]) -> list[tuple[str, dict, str]]:
+    """The ablations among ``draws``: (name, ``select`` filter, what it changes), the inits first."""
     from models import INITS
+    out = [(f"init {i}", {"init": i}, d) for i, d in INITS.items() if i != "paper"]
+    for m in sorted({r["config"].get("momentum", PAPER_MOMENTUM) for r in draws} - {PAPER_MOMENTUM}):
+        out.append((f"momentum {m:g}", {"momentum": m},
+                    "plain full-batch gradient descent, the same lr" if m == 0 else f"SGD momentum {m:g}"))
+    return out
+
+
+def fewshot_ablation_rows(table_runs: list[dict], draws: list[dict], paper: dict, model: str = "lenet",
+                          dataset: str = "mnist") -> list[dict]:
+    """Few-shot runs under another reading of the paper's set-up, each against the table's run of its seed:
+    "the Xavier method" (``TrainConfig.init``, ``models.INITS``; ``reproduction/fewshot_draws.py --init``) and
+    the few-shot "full-batch SGD with a constant learning rate", which names no momentum (``--momentum 0``).
+
+    table_runs: the table's runs (paper init, momentum 0.9); draws: ``fewshot_draws_<dataset>.json``'s runs, any
+    set-up; paper[mix][k] = (mean %, 95% half-width). One row per (reading, k, mix) with runs: {'reading' (e.g.
+    'init caffe_xavier', 'momentum 0'), 'k', 'mix', 'ours': mean_ci of the ablation runs' accuracy (%),
+    'base': mean_ci of the paper-set-up runs of the same seeds, 'base_all': mean_ci of every paper-set-up run of
+    the cell (the table's and the extra draws), 'diff': mean_ci of the per-seed differences (points), 'paper',
+    'gap': ours − paper's mean (points)}."""
     rows = []
-    for init in (i for i in INITS if i != "paper"):
+    for name, where, _ in _readings(draws):
         for k in FEWSHOT_K:
             for mix in TABLE1:
-                a = seed_accuracy(select(list(draws), mix, k, model, dataset, init=init))
+                a = seed_accuracy(select(list(draws), mix, k, model, dataset, **where))
                 if not a:
                     continue
                 b = seed_accuracy(select([*table_runs, *draws], mix, k, model, dataset))
                 seeds = sorted(set(a) & set(b))
                 ours = mean_ci(list(a.values()))
-                rows.append({"init": init, "k": k, "mix": mix, "ours": ours, "base_all": mean_ci(list(b.values())),
+                rows.append({"reading": name, "k": k, "mix": mix, "ours": ours, "base_all": mean_ci(list(b.values())),
                              "base": mean_ci([b[s] for s in seeds]), "diff": mean_ci([a[s] - b[s] for s in seeds]),
                              "paper": paper[mix][k], "gap": ours[0] - paper[mix][k][0]})
     return rows
 
 
-def init_ablation_markdown(rows: list[dict]) -> str:
-    """:func:`init_ablation_rows` as a table, with the caption that says what was changed and what it shows."""
+def fewshot_ablation_markdown(rows: list[dict], draws: list[dict] = ()) -> str:
+    """:func:`fewshot_ablation_rows` as a table, with the caption that says what was changed and what it shows
+    (``draws``: the runs the rows came from, for the momenta they name)."""
     if not rows:
         return ""
-    from models import INITS
-    body = [[f"`{r['init']}`", f"{PAPER_NAMES[r['mix']]}, {r['k']}/class", r["ours"][2], fmt(*r["ours"][:2]),
+    body = [[f"`{r['reading']}`", f"{PAPER_NAMES[r['mix']]}, {r['k']}/class", r["ours"][2], fmt(*r["ours"][:2]),
              fmt(*r["base"][:2]), fmt(*r["diff"][:2]), fmt(*r["paper"]), f"{r['gap']:+.1f}"] for r in rows]
     said = []
     for r in rows:
@@ -433,24 +448,27 @@ def init_ablation_markdown(rows: list[dict]) -> str:
         if n >= 2 and math.isfinite(h):
             moves = (f"changes accuracy by {m:+.1f} ± {h:.1f} points, an interval that holds no change" if abs(m) <= h
                      else f"{'raises' if m > 0 else 'lowers'} accuracy by {abs(m):.1f} ± {h:.1f} points")
-            said.append(f"`{r['init']}` ({PAPER_NAMES[r['mix']]}, {r['k']}/class) {moves}, leaving its cell "
+            said.append(f"`{r['reading']}` ({PAPER_NAMES[r['mix']]}, {r['k']}/class) {moves}, leaving its cell "
                         f"{abs(r['gap']):.1f} points {'below' if r['gap'] < 0 else 'above'} the paper's mean")
-    return (_md_table(["Init", "Cell", "runs", "Ours, this init", "Ours, paper init (same seeds)",
+    shown = {r["reading"] for r in rows}
+    what = [f"`{name}`: {d}" for name, _, d in _readings(list(draws)) if name in shown]
+    return (_md_table(["Reading", "Cell", "runs", "Ours, this reading", "Ours, the tables' set-up (same seeds)",
                        "Paired difference", "Paper", "Ours − paper"], body)
             + "\n\nThe paper says only that LeNet' and DDNet are initialized \"by the Xavier method (Glorot and Bengio, "
-            "2010)\". The tables use Xavier-uniform weights and zero biases; these runs repeat a cell's seeds under "
-            "other readings of that sentence, everything else unchanged: "
-            + "; ".join(f"`{k}`: {v}" for k, v in INITS.items() if k != "paper")
-            + ". Accuracy in %, mean ± 95% CI (Student's t); the paired difference is this init's run minus the "
-            "paper-init run of the same seed (same k samples per class drawn), in points. These runs stay out of the "
-            "table's cells. " + ("; ".join(said) + "." if said else "") + _init_verdict(rows))
+            "2010)\", and trains few-shot runs with \"full-batch SGD with a constant learning rate η = 0.01\", naming "
+            "no momentum there (ρ = 0.9 is stated for the full-data runs). The tables use Xavier-uniform weights, zero "
+            "biases and ρ = 0.9 throughout; these runs repeat a cell's seeds under other readings of those sentences, "
+            "everything else unchanged: " + "; ".join(what)
+            + ". Accuracy in %, mean ± 95% CI (Student's t); the paired difference is this reading's run minus the "
+            "table's run of the same seed (same k samples per class drawn), in points. These runs stay out of the "
+            "table's cells. " + ("; ".join(said) + "." if said else "") + _ablation_verdict(rows))
 
 
-def _init_verdict(rows: list[dict]) -> str:
+def _ablation_verdict(rows: list[dict]) -> str:
     """Per few-shot cell: which readings' paired intervals stop short of the cell's gap to the paper (so cannot be
-    its cause) and which still reach it. The gap is the paper's mean minus the mean of every paper-init run of the
-    cell (the table's 15 and any extra draws): the part of the difference that which samples were drawn does not
-    explain as well as our draws can tell."""
+    its cause) and which still reach it. The gap is the paper's mean minus the mean of every run of the tables'
+    set-up in the cell (the table's 15 and any extra draws): the part of the difference that which samples were
+    drawn does not explain as well as our draws can tell."""
     out = []
     for k, mix in sorted({(r["k"], r["mix"]) for r in rows}, key=lambda km: (km[0], TABLE1.index(km[1]))):
         rs = [r for r in rows if (r["k"], r["mix"]) == (k, mix) and r["diff"][2] >= 2 and math.isfinite(r["diff"][1])]
@@ -461,14 +479,14 @@ def _init_verdict(rows: list[dict]) -> str:
         for r in rs:
             far = r["diff"][0] + math.copysign(r["diff"][1], need)
             (short if abs(far) < abs(need) or far * need < 0 else reach).append(
-                f"`{r['init']}` ({r['diff'][0]:+.1f} ± {r['diff'][1]:.1f} over {r['diff'][2]} seeds)")
-        cell = (f"{PAPER_NAMES[mix]} at {k}/class, whose {rs[0]['base_all'][2]} paper-init runs average "
+                f"`{r['reading']}` ({r['diff'][0]:+.1f} ± {r['diff'][1]:.1f} over {r['diff'][2]} seeds)")
+        cell = (f"{PAPER_NAMES[mix]} at {k}/class, whose {rs[0]['base_all'][2]} runs of the tables' set-up average "
                 f"{abs(need):.1f} points {'below' if need > 0 else 'above'} the paper's mean")
         if short:
             many = len(short) > 1
             out.append(f" {cell[0].upper() + cell[1:]}: the paired interval{'s' if many else ''} of {and_join(short)} "
                        f"end{'' if many else 's'} short of that gap, so {'neither' if len(short) == 2 else 'none of these' if many else 'that'} "
-                       f"reading{'s' if len(short) > 2 else ''} of \"Xavier\" is what separates the two.")
+                       f"reading{'s' if len(short) > 2 else ''} is what separates the two.")
         if reach:
             out.append(f" {'The' if short else cell[0].upper() + cell[1:] + ': the'} interval{'s' if len(reach) > 1 else ''} "
                        f"of {and_join(reach)} still reach{'' if len(reach) > 1 else 'es'} the gap; more seeds would tell.")
@@ -983,7 +1001,7 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
     t1 = table1_rows(runs, longest_schedule(R.get("diverged", [])), more, study)
     t2 = table2_rows(runs)
     paired = paired_fewshot_rows(lambda v, k: select(runs, v, k), PAPER_TABLE1)
-    ablation = init_ablation_rows(runs, more, PAPER_TABLE1)
+    ablation = fewshot_ablation_rows(runs, more, PAPER_TABLE1)
     red = jacobian_reduction(runs)
     rrows = robustness_rows(rob)
     figs = robustness_figures(rob) if rob["models"] else {}
@@ -1045,7 +1063,8 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           "## Table 1: clean MNIST test accuracy and ‖J‖_F\n", table1_markdown(t1), "",
           *(["### Few-shot: each regularizer against none, paired by draw\n", paired_fewshot_markdown(paired), ""]
             if paired else []),
-          *(["### Few-shot: other readings of \"Xavier initialization\"\n", init_ablation_markdown(ablation), ""]
+          *(["### Few-shot: other readings of the paper's set-up (initialization, momentum)\n",
+             fewshot_ablation_markdown(ablation, more), ""]
             if ablation else []),
           f"**JR cuts the mean test ‖J‖_F by {red['ratio']:.1f}×** against no regularization "
           f"({fmt(red['none'][0], red['none'][1], 2)} → {fmt(red['jr'][0], red['jr'][1], 3)}, normalized input; "
@@ -1197,11 +1216,14 @@ def _missing_md(R: dict, runs: list[dict], study: list[dict] = ()) -> str:
             lines.append(f"- Figure S6, λ_JR={lam:g}: {n} of 5 seeds")
     if schedule_name(runs) == "short":
         have = study_mixes(study)
-        seeds = {v: sorted(p["seed"] for p in study if p["variant"] == v) for v in have}
+        by_seeds: dict = {}  # seeds -> the mixes with exactly those seeds of the paper's schedule
+        for v in have:
+            by_seeds.setdefault(tuple(sorted(p["seed"] for p in study if p["variant"] == v)), []).append(v)
         lines.append(f"- the paper's 150k-iteration schedule (`--schedule paper`, for a GPU; the tables switch to it at "
                      f"{TABLE_MIN_SEEDS} seeds of every Table-1 mix)"
-                     + (": so far " + and_join([f"{v} (seed{'s' if len(x) > 1 else ''} {', '.join(map(str, x))})"
-                                                for v, x in seeds.items()]) + " (*Training length*)" if have else ""))
+                     + (": so far " + "; ".join(f"seed{'s' if len(x) > 1 else ''} {and_join([str(i) for i in x])} of "
+                                                f"{and_join(vs)}" for x, vs in by_seeds.items()) + " (*Training length*)"
+                        if have else ""))
     return "\n".join(lines) or "Everything planned is in."
 
 

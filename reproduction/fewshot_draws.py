@@ -18,6 +18,12 @@ of "the Xavier method"; each such run pairs with the table's run of its seed (sa
   JACVIZ_DATA=../shared/data PYTHONPATH=. python reproduction/fewshot_draws.py \\
       --dataset mnist --k 1 --labels none --seeds 0-14 --init default_bias --threads 1
 
+``--momentum 0`` does the same for the few-shot protocol's "full-batch SGD with a constant learning rate
+eta = 0.01", which, unlike the full-data sentence, names no momentum:
+
+  JACVIZ_DATA=../shared/data PYTHONPATH=. python reproduction/fewshot_draws.py \\
+      --dataset mnist --k 1 --labels none --seeds 0-14 --momentum 0 --threads 1
+
 Runs already on disk (``runs/<dataset>``, ``checkpoints/``, ``checkpoints/seeds/``) are not retrained.
 """
 from __future__ import annotations
@@ -44,6 +50,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=grid._ints, required=True, help="e.g. 15-44")
     p.add_argument("--init", default="paper", choices=sorted(models.INITS),
                    help="initialization (default: the paper's Xavier uniform, zero biases); others are ablations")
+    p.add_argument("--momentum", type=float, default=0.9,
+                   help="SGD momentum (default the paper's 0.9); 0 reads the few-shot sentence, which names none, as "
+                        "plain full-batch gradient descent: an ablation")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="where new checkpoints go (default runs/<dataset>)")
@@ -52,7 +61,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     out = Path(a.out or REPO / "runs" / a.dataset)
     folders = [REPO / "checkpoints", REPO / "checkpoints" / "seeds", out]
-    configs = [dataclasses.replace(grid.fewshot_config(label, a.k, s, a.dataset), init=a.init)
+    configs = [dataclasses.replace(grid.fewshot_config(label, a.k, s, a.dataset), init=a.init, momentum=a.momentum)
                for label in a.labels.split(",") for s in a.seeds]
     for cfg in configs:
         if grid.find_checkpoint(cfg, folders) or grid.find_checkpoint(cfg, folders, grid.DIVERGED):

@@ -291,9 +291,9 @@ def test_about_shows_the_reproduction_tables(app):
     paired = report.paired_fewshot_markdown(
         report.paired_fewshot_rows(lambda v, k: report.select(report.longest_schedule(runs), v, k), report.PAPER_TABLE1))
     assert paired and paired in shown  # the few-shot differences paired by draw, as REPRODUCTION.md has them
-    ablation = report.init_ablation_markdown(report.init_ablation_rows(
-        runs, report.load_more_draws(ROOT / "reproduction", "mnist"), report.PAPER_TABLE1))
-    assert ablation and ablation in shown  # the initialization ablation (reproduction/fewshot_draws.py --init)
+    more = report.load_more_draws(ROOT / "reproduction", "mnist")
+    ablation = report.fewshot_ablation_markdown(report.fewshot_ablation_rows(runs, more, report.PAPER_TABLE1), more)
+    assert ablation and ablation in shown  # the set-up ablations (reproduction/fewshot_draws.py --init/--momentum)
 
 
 def test_robustness_and_about_show_the_cifar10_reproduction(app):

@@ -501,7 +501,7 @@ def test_a_partial_paper_schedule_gets_a_training_length_section(results_dir, tm
     jac_note = next(line for line in md.splitlines() if line.startswith("| No regularization | ‖J‖_F (all data) |"))
     assert (f"trained 150,000 iterations instead, seed 0 went from {short['metrics']['jac_fro_normalized']:.2f} "
             "to 31.50 (REPRODUCTION.md, *Training length*)") in jac_note
-    assert "at 2 seeds of every Table-1 mix): so far none (seed 0) (*Training length*)" in md
+    assert "at 2 seeds of every Table-1 mix): so far seed 0 of none (*Training length*)" in md
     assert "Only none has such a run (seed 0), so the tables keep the short schedule" in sec
 
 
@@ -547,9 +547,10 @@ def test_fewshot_draws_script_trains_new_draws_and_keeps_earlier_records(tmp_pat
     assert script.main([*args, "--labels", "none", "--seeds", "15-16"]) == 0
 
 
-def test_init_ablation_runs_pair_with_the_paper_init_and_stay_out_of_the_table(tmp_path, monkeypatch):
-    """fewshot_draws.py --init trains the table's seeds under another init (20 iterations on real MNIST here);
-    init_ablation_rows pairs each with the paper-init run of its seed, and no table cell takes them in."""
+def test_setup_ablation_runs_pair_with_the_tables_runs_and_stay_out_of_the_table(tmp_path, monkeypatch):
+    """fewshot_draws.py --init / --momentum trains the table's seeds under another reading of the set-up (20
+    iterations on real MNIST here); fewshot_ablation_rows pairs each with the table's run of its seed, and no
+    table cell takes them in."""
     script = _short_fewshot_draws(monkeypatch)
     args = ["--k", "1", "--labels", "none", "--seeds", "0-2", "--out", str(tmp_path / "runs"), "--results", str(tmp_path)]
     assert script.main(args) == 0  # the paper-init runs the ablation pairs with
@@ -558,14 +559,26 @@ def test_init_ablation_runs_pair_with_the_paper_init_and_stay_out_of_the_table(t
     assert sorted(r["config"].get("init", "paper") for r in runs) == ["caffe_xavier"] * 3 + ["paper"] * 3
     paper_init = [r for r in runs if r["config"].get("init", "paper") == "paper"]
     assert report.select(runs, "none", 1) == paper_init  # the table's selection never takes an ablation run
-    rows = report.init_ablation_rows([], runs, report.PAPER_TABLE1)
-    assert [(r["init"], r["k"], r["mix"], r["diff"][2]) for r in rows] == [("caffe_xavier", 1, "none", 3)]
+    rows = report.fewshot_ablation_rows([], runs, report.PAPER_TABLE1)
+    assert [(r["reading"], r["k"], r["mix"], r["diff"][2]) for r in rows] == [("init caffe_xavier", 1, "none", 3)]
     acc = {(r["config"].get("init", "paper"), r["config"]["seed"]): 100 * r["metrics"]["test_acc"] for r in runs}
     want = [acc["caffe_xavier", s] - acc["paper", s] for s in range(3)]
     assert rows[0]["diff"][0] == pytest.approx(sum(want) / 3)
     assert rows[0]["gap"] == pytest.approx(rows[0]["ours"][0] - report.PAPER_TABLE1["none"][1][0])
-    md = report.init_ablation_markdown(rows)
-    assert "`caffe_xavier`" in md and "No regularization, 1/class" in md and "U(±√(3/fan_in))" in md
+    md = report.fewshot_ablation_markdown(rows, runs)
+    assert "`init caffe_xavier`" in md and "No regularization, 1/class" in md and "U(±√(3/fan_in))" in md
+    assert "momentum" not in md.split("\n\n")[0]  # no momentum row without such runs
+    # --momentum 0 (plain full-batch gradient descent, which the few-shot sentence may mean) pairs the same way,
+    # and neither the table's selection nor the extra draws' mean takes those runs in
+    assert script.main([*args, "--momentum", "0"]) == 0
+    runs = json.loads((tmp_path / "fewshot_draws_mnist.json").read_text())["runs"]
+    assert sorted(r["config"]["momentum"] for r in runs) == [0.0] * 3 + [0.9] * 6
+    assert report.select(runs, "none", 1) == paper_init
+    rows = report.fewshot_ablation_rows([], runs, report.PAPER_TABLE1)
+    assert [(r["reading"], r["diff"][2]) for r in rows] == [("init caffe_xavier", 3), ("momentum 0", 3)]
+    acc0 = {r["config"]["seed"]: 100 * r["metrics"]["test_acc"] for r in runs if r["config"]["momentum"] == 0}
+    assert rows[1]["diff"][0] == pytest.approx(sum(acc0[s] - acc["paper", s] for s in range(3)) / 3)
+    assert "`momentum 0`: plain full-batch gradient descent" in report.fewshot_ablation_markdown(rows, runs)
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
@@ -588,21 +601,21 @@ def test_a_diverged_few_shot_run_counts_as_run_in_what_is_missing(dataset):
     assert "k=1:" not in missing(div) and "k=3: 0 of 15" in missing(div)
 
 
-def test_init_verdict_rules_out_only_readings_whose_interval_ends_short_of_the_gap():
-    """The gap is the paper's mean minus the mean of every paper-init run; a reading is ruled out only when its
+def test_ablation_verdict_rules_out_only_readings_whose_interval_ends_short_of_the_gap():
+    """The gap is the paper's mean minus the mean of every run of the tables' set-up; a reading is ruled out only when its
     paired interval cannot reach it."""
     def row(init, diff):
-        return {"init": init, "k": 1, "mix": "none", "paper": (49.2, 1.9), "base_all": (46.9, 1.3, 45),
+        return {"reading": init, "k": 1, "mix": "none", "paper": (49.2, 1.9), "base_all": (46.9, 1.3, 45),
                 "base": (45.7, 2.9, 15), "ours": (45.7 + diff[0], 3.0, diff[2]), "diff": diff, "gap": -3.5}
     tight, wide = row("default_bias", (-0.1, 0.3, 15)), row("xavier_normal", (0.4, 2.2, 15))
-    v = report._init_verdict([tight, wide])
-    assert "45 paper-init runs average 2.3 points below" in v
+    v = report._ablation_verdict([tight, wide])
+    assert "45 runs of the tables' set-up average 2.3 points below" in v
     assert "interval of `default_bias` (-0.1 ± 0.3 over 15 seeds) ends short of that gap, so that reading" in v
     assert "interval of `xavier_normal` (+0.4 ± 2.2 over 15 seeds) still reaches the gap" in v
     # a shift of the right size is not ruled out; with one seed there is no interval and nothing is said
-    assert "still reaches" in report._init_verdict([row("caffe_xavier", (2.0, 0.5, 15))])
-    assert report._init_verdict([row("caffe_xavier", (2.0, math.nan, 1))]) == ""
-    assert "neither reading" in report._init_verdict([tight, row("caffe_xavier", (-0.4, 0.8, 15))])
+    assert "still reaches" in report._ablation_verdict([row("caffe_xavier", (2.0, 0.5, 15))])
+    assert report._ablation_verdict([row("caffe_xavier", (2.0, math.nan, 1))]) == ""
+    assert "neither reading" in report._ablation_verdict([tight, row("caffe_xavier", (-0.4, 0.8, 15))])
 
 
 def test_collect_merges_the_results_file_of_another_machine(tmp_path):

@@ -162,10 +162,10 @@ if RUNS_FILE.is_file():
         if paired:
             with st.expander("Few-shot: each regularizer against none, paired by draw"):
                 st.markdown(report.paired_fewshot_markdown(paired))
-        ablation = report.init_ablation_rows(repro_runs, more, report.PAPER_TABLE1)
+        ablation = report.fewshot_ablation_rows(repro_runs, more, report.PAPER_TABLE1)
         if ablation:
-            with st.expander('Few-shot: other readings of "Xavier initialization"'):
-                st.markdown(report.init_ablation_markdown(ablation))
+            with st.expander("Few-shot: other readings of the paper's set-up (initialization, momentum)"):
+                st.markdown(report.fewshot_ablation_markdown(ablation, more))
         red = report.jacobian_reduction(repro_runs)
         if red["ratio"] == red["ratio"]:  # not nan
             st.markdown(f"JR cuts the mean test ‖J‖_F by **{red['ratio']:.1f}×** against no regularization "
