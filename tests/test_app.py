@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -217,6 +218,29 @@ def test_robustness_run_and_cw_button(app, user_models):
     assert not app.exception, _errors(app)
     cw = app.dataframe[-1].value
     assert list(cw.columns)[:2] == ["model", "CW-L2 fooling distance (L2 px)"] and len(cw) == 1
+    assert np.isfinite(cw.iloc[0, 1]) and not any("stopped short" in w.value for w in app.warning)
+
+
+def test_a_cw_that_stops_short_is_called_so_where_the_plane_crosses_a_boundary(app, user_models, monkeypatch):
+    """CW starved to one Adam step of one round (c = 1e-6) finds nothing, while the plane reaches another class:
+    the page says the attack stopped short instead of leaving a bare ∞ that reads as robustness."""
+    import streamlit as st
+
+    from jacviz import attacks
+    for k, v in {"steps": 1, "binary_steps": 1, "c0": 1e-6}.items():
+        monkeypatch.setitem(attacks.CW_FAST, k, v)
+    st.cache_data.clear()  # CW distances of this sample from other tests
+    app.switch_page("jacviz/ui/cells.py").run()
+    app.multiselect(key="cells_models").set_value(user_models[1][:1]).run()
+    app.radio(key="cells_cw_protocol").set_value("fast")
+    app.button(key="cells_cw_go").click().run()
+    assert not app.exception, _errors(app)
+    cw = app.dataframe[-1].value
+    assert np.isinf(cw["CW-L2 fooling distance (L2 px)"].iloc[0])
+    if cw["in-plane radius (L2 px)"].iloc[0].startswith(">"):
+        pytest.skip("this plane does not leave the sample's cell within its range")
+    assert any("the attack stopped short (fast protocol)" in w.value for w in app.warning)
+    st.cache_data.clear()
 
 
 def test_robustness_page_shows_the_shipped_reproduction_results(app):

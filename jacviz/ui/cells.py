@@ -412,6 +412,12 @@ def cw_panel():
                     "in-plane radius (L2 px)": f"{radii[k]:.3f}" if np.isfinite(radii[k]) else f"> {max_r:g}"})
     bar.empty()
     st.dataframe(pd.DataFrame(out), hide_index=True, width="stretch")
+    for k, row in enumerate(out):  # the plane itself witnesses that a misclassified point exists
+        if np.isinf(row["CW-L2 fooling distance (L2 px)"]) and np.isfinite(radii[k]):
+            st.warning(f"**{row['model']}:** CW-L2 found no misclassified point, yet this plane leaves x0's cell at "
+                       f"L2 {radii[k]:.3f}: the attack stopped short ({protocol} protocol), so its ∞ is not "
+                       "robustness. Try the paper protocol; CW can stall where the logit margin is nearly flat "
+                       "along its path (jacviz.attacks.cw_l2).")
     st.caption(f"CW-L2 distance ({protocol} protocol: {_cw_text(protocol)}; Carlini-Wagner f6 logit loss in "
                "tanh space, Appendix F): L2 norm (pixel units) of the smallest misclassified perturbation of x0 the "
                "attack found in the whole input space, not just this plane, so it is usually well below the "
