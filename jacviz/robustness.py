@@ -504,6 +504,13 @@ def distance_grid(distance_lists: Iterable, n_points: int = 201) -> np.ndarray:
 DATASET_TITLES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "usps": "USPS"}  # figure titles
 
 
+def group_attack_flags(records: Sequence[dict]) -> list[str]:
+    """:func:`attack_failure_flags` of a seed group's records, seed-prefixed when there are several; computed
+    from the stored distances, so records evaluated before the check get it too."""
+    return sorted({(f"seed {r.get('seed')}: " if len(records) > 1 else "") + f
+                   for r in records for f in attack_failure_flags(r["distances"])})
+
+
 def all_flags(g: dict) -> list[str]:
     """A group's gradient-masking flags, then its attack flags (:func:`attack_failure_flags`)."""
     return [*g.get("masking_flags", []), *g.get("attack_flags", [])]
@@ -565,9 +572,7 @@ def aggregate_seeds(records: Sequence[dict], n_points: int = 201) -> list[dict]:
                                   if len(med) > 1 else 0.0,
                                   "never_fooled_mean": float(never.mean())}
         g["masking_flags"] = sorted({f for r in rs for f in r.get("masking_flags", [])})
-        # recomputed from the stored distances, so records evaluated before this check get it too
-        g["attack_flags"] = sorted({(f"seed {r.get('seed')}: " if len(rs) > 1 else "") + f
-                                    for r in rs for f in attack_failure_flags(r["distances"])})
+        g["attack_flags"] = group_attack_flags(rs)
         out.append(g)
     return out
 
@@ -668,8 +673,13 @@ def distances_from_json(d) -> np.ndarray:
 def load_results(path) -> dict:
     """Read a robustness JSON; per-model distances come back as float arrays with inf restored."""
     results = json.loads(Path(path).read_text())
+    by_group: dict = {}
     for r in results.get("models", []):
         r["distances"] = {k: distances_from_json(d) for k, d in r.get("distances", {}).items()}
+        by_group.setdefault(r.get("group_key"), []).append(r)
+    for g in results.get("groups", []):
+        if "attack_flags" not in g:  # a file written before the check
+            g["attack_flags"] = group_attack_flags(by_group.get(g.get("group_key"), []))
     return results
 
 

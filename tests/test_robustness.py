@@ -209,7 +209,7 @@ def test_a_starved_cw_is_flagged_where_pgd_fools_and_a_working_one_is_not(lenet_
     assert R.attack_failure_flags(d) == []
 
 
-def test_attack_flags_reach_groups_and_report_rows_from_stored_distances():
+def test_attack_flags_reach_groups_and_report_rows_from_stored_distances(tmp_path):
     """Records written before the check (JSON lists, None = never fooled) get it at aggregation;
     seeds are named when a group has several, and the report's robustness rows carry the flag."""
     from jacviz.report import robustness_markdown, robustness_rows
@@ -226,6 +226,10 @@ def test_attack_flags_reach_groups_and_report_rows_from_stored_distances():
     (row,) = robustness_rows({"models": [rec], "groups": [g]})
     assert row["flags"] == g["attack_flags"]
     assert "8/10 samples" in robustness_markdown([row])
+    # a results file written before the check gets the flag when read
+    old = tmp_path / "robustness.json"
+    old.write_text(json.dumps({"models": [rec], "groups": [{k: v for k, v in g.items() if k != "attack_flags"}]}))
+    assert R.load_results(old)["groups"][0]["attack_flags"] == g["attack_flags"]
     # CW below the tolerance (1 of 30 samples), or no other attack to compare with: quiet
     assert R.attack_failure_flags({"pgd": [1.0] * 30, "cw": [None] + [0.5] * 29}) == []
     assert R.attack_failure_flags({"cw": [None] * 10}) == []
