@@ -181,9 +181,12 @@ def length_robustness(study: list[dict], rob: dict) -> str:
     for a, b in pairs:
         ra, rb = jac[a["label"]], jac[b["label"]]
         ja, jb = (x["training_metrics"].get("jac_fro_normalized") for x in (ra, rb))
+        worst = (f" (per-sample worst case over the attacks {a['median']['worst'][0]:.3f} → {b['median']['worst'][0]:.3f}"
+                 + ("; CW stalled, see its attack flag" if any("CW found no" in f for f in a["flags"] + b["flags"]) else "")
+                 + ")") if "worst" in a["median"] and "worst" in b["median"] else ""
         lines.append(f"{a['label'].split(',')[0]}: training longer changed clean accuracy {a['clean'][0]:.1f} → "
                      f"{b['clean'][0]:.1f}% and the median CW distance {a['median']['cw'][0]:.3f} → "
-                     f"{b['median']['cw'][0]:.3f}"
+                     f"{b['median']['cw'][0]:.3f}{worst}"
                      + (f" while ‖J‖_F went {ja:.2f} → {jb:.2f}." if ja and jb else ".")
                      + " Those medians count each model's misclassified images as fooled at 0, so they move with "
                        "clean accuracy too; on the images both models classify correctly:")
@@ -196,12 +199,12 @@ def length_robustness(study: list[dict], rob: dict) -> str:
 
 
 def both_correct_medians(a: dict, b: dict) -> dict:
-    """Per attack of two robustness records on the same test images: (n, median a, median b) of the minimal
-    L2 fooling distances over the images both models classify correctly (distance > 0 in both; an image
+    """Per attack (and the per-sample 'worst' case over them) of two robustness records on the same test images:
+    (n, median a, median b) of the minimal L2 fooling distances over the images both models classify correctly (distance > 0 in both; an image
     never fooled within the budget, stored as None, counts as infinitely far)."""
     from .robustness import distances_from_json
     out = {}
-    for k in ("noise", "fgsm", "pgd", "cw"):
+    for k in ("noise", "fgsm", "pgd", "cw", "worst"):
         da, db = a["distances"].get(k), b["distances"].get(k)
         if da is None or db is None or len(da) != len(db) or not len(da):
             continue

@@ -476,17 +476,26 @@ def test_schedule_study_robustness_sits_beside_its_short_twin_and_out_of_the_fig
     assert [r.split(" | ")[0] for r in rows] == ["| none, 1,500 it.", "| none, 7,500 it."]
     assert rows[1].split(" | ")[2] == "80.00"
     cw = rec["summaries"]["cw"]["median"]
+    worst = rec["summaries"]["worst"]["median"]
     assert (f"none: training longer changed clean accuracy {100 * rec['clean_accuracy']:.1f} → 80.0% and the median "
-            f"CW distance {cw:.3f} → {cw / 2:.3f} while ‖J‖_F went "
-            f"{rec['training_metrics']['jac_fro_normalized']:.2f} → 43.00.") in sec
+            f"CW distance {cw:.3f} → {cw / 2:.3f} (per-sample worst case over the attacks {worst:.3f} → "
+            f"{worst / 2:.3f}) while ‖J‖_F went {rec['training_metrics']['jac_fro_normalized']:.2f} → 43.00.") in sec
     # on the images both classify correctly (here: the same ones), halved distances halve every median
     both = report_length.both_correct_medians(rec, lrec)
     n_ok = sum(d is None or d > 0 for d in rec["distances"]["cw"])
     assert both["cw"][0] == n_ok and both["cw"][2] == pytest.approx(both["cw"][1] / 2)
     assert f"| cw | {n_ok} | {both['cw'][1]:.3f} | {both['cw'][2]:.3f} | 0.50 |" in sec
+    assert f"| worst | {both['worst'][0]} | {both['worst'][1]:.3f} | {both['worst'][2]:.3f} | 0.50 |" in sec
     assert report_length.both_correct_medians({"distances": {"cw": [0.0, 0.2, None, 0.4]}},
                                              {"distances": {"cw": [0.1, 0.0, 0.3, 0.2]}}) == {"cw": (2, math.inf, 0.25)}
     # images 3 and 4 are correct under both; the first model never fools image 3 (infinitely far)
+    # a CW that finds nothing on the longer model where PGD fools says so next to its ∞ median
+    stalled = json.loads(json.dumps(lrec))
+    stalled["distances"]["cw"] = [None if (d or 0) > 0 else d for d in stalled["distances"]["cw"]]
+    stalled["distances"]["pgd"] = [0.5 if d is None else d for d in stalled["distances"]["pgd"]]
+    text = report_length.length_robustness([{"variant": "none", "seed": 0, "long": long, "short": short}],
+                                           {"models": [rec, stalled]})
+    assert "CW found no adversarial example for" in text and "; CW stalled, see its attack flag)" in text
     # the grid's results file groups the figures' records only: no study group, no '[key]'-suffixed twin label
     collected = grid.collect_robustness(tmp_path / "no-runs", [], rob)
     assert lrec["key"] in {m["key"] for m in collected["models"]}
