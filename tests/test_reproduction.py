@@ -652,3 +652,28 @@ def test_collect_merges_the_results_file_of_another_machine(tmp_path):
     (tmp_path / "other.json").write_text('{"meta": {}}')
     with pytest.raises(SystemExit, match="no results file"):
         grid.cli(args + ["--merge", str(tmp_path / "other.json")])
+
+
+def test_tanh_saturation_measures_the_shipped_dropout_lenet_on_real_mnist(capsys):
+    """reproduction/tanh_saturation.py: one fraction per tanh layer of the shipped dropout LeNet' (the 6k-iteration
+    numbers the README quotes), and a first conv scaled 100x saturates its layer."""
+    import copy
+    import importlib.util
+
+    import torch
+
+    from jacviz import checkpoints, data
+    spec = importlib.util.spec_from_file_location("tanh_saturation", grid.REPO_ROOT / "reproduction" / "tanh_saturation.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    path = grid.find_checkpoint(grid.variant_config("dropout", 0), [SHIPPED_DIR])
+    assert script.main([str(path)]) == 0
+    assert "dropout, 6,000 it." in capsys.readouterr().out
+    model = checkpoints.load(path, device="cpu").model.eval()
+    x = data.load("mnist", "test")[0][:200]
+    sat = script.saturation(model, x)
+    assert len(sat) == 4 and all(0 <= s <= 1 for s in sat)
+    hot = copy.deepcopy(model)
+    with torch.no_grad():
+        hot.features[0].weight.mul_(100)
+    assert script.saturation(hot, x)[0] > max(0.9, sat[0])
