@@ -1188,10 +1188,39 @@ def _length_section(study: list[dict], pngs, rob: dict) -> list[str]:
             f"{lo['eval_every']:,} iterations on the 10,000 test images (accuracy) and the first 1,000 (‖J‖_F, "
             f"normalized input). {why_beside(study)} `python -m jacviz grid --schedule paper --experiments table1 "
             "--seeds 0 --robust-seeds 0` trains them and their robustness (the *Robustness* settings below).\n",
-            summary, "", length_robustness(study, rob),
+            summary, "", length_usps(study), length_robustness(study, rob),
             figure_md(pngs, "mnist_training_length", "Training length (ours): test accuracy and ‖J‖_F at every "
                       "evaluation, short runs dotted, the paper's 150k-iteration schedule solid (log iteration axis); "
                       "dashed: the paper's final accuracy"), "", details]
+
+
+def length_usps(study: list[dict]) -> str:
+    """Table 2 for the :func:`length_study` pairs: USPS test accuracy (2,007 images) of each pair's runs next to
+    the paper's, and the mixes ranked at each length; '' when no longer run has a USPS accuracy."""
+    from .report_length import ranking
+    pairs = [p for p in study if p["long"]["metrics"].get("usps_acc") is not None]
+    if not pairs:
+        return ""
+
+    def usps(run):
+        return None if run is None or run["metrics"].get("usps_acc") is None else 100 * run["metrics"]["usps_acc"]
+    rows = [[PAPER_NAMES.get(p["variant"], p["variant"]), p["seed"],
+             "—" if usps(p["short"]) is None else f"{usps(p['short']):.1f}", f"{usps(p['long']):.1f}",
+             fmt(*PAPER_TABLE2[p["variant"]]) if p["variant"] in PAPER_TABLE2 else "—"] for p in pairs]
+    n_lo = pairs[0]["long"]["config"]["iterations"]
+    n_sh = next((p["short"]["config"]["iterations"] for p in pairs if p["short"]), None)
+    seed = pairs[0]["seed"]
+    first = [p for p in pairs if p["seed"] == seed]
+    lines = ["USPS (Table 2: the MNIST models on the 2,007 USPS test images, upsampled to 28×28), same runs:\n",
+             _md_table(["Regularizer", "seed", f"USPS acc. % ({n_sh:,} it.)" if n_sh else "USPS acc. % (short)",
+                        f"USPS acc. % ({n_lo:,} it.)", f"paper ({PAPER_ITERATIONS:,} it., 5 seeds)"], rows), ""]
+    if len(first) >= 2:
+        long = {p["variant"]: usps(p["long"]) for p in first}
+        short = {p["variant"]: usps(p["short"]) for p in first if usps(p["short"]) is not None}
+        ref = {p["variant"]: PAPER_TABLE2[p["variant"]][0] for p in first if p["variant"] in PAPER_TABLE2}
+        lines.append(f"Ranked (seed {seed}): " + (f"after {n_sh:,} iterations {ranking(short)}; " if len(short) >= 2 else "")
+                     + f"after {n_lo:,} {ranking(long)}; the paper after {PAPER_ITERATIONS:,} {ranking(ref)}.\n")
+    return "\n".join(lines) + "\n"
 
 
 def _missing_md(R: dict, runs: list[dict], study: list[dict] = ()) -> str:
