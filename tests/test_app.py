@@ -311,6 +311,8 @@ def test_about_shows_the_reproduction_tables(app):
     from jacviz.report_length import length_markdown
     summary = length_markdown(study, report.PAPER_TABLE1, 600, digits=2)[0].strip()
     assert (summary in [m.strip() for m in shown]) == bool(study)
+    usps = report.length_usps(study).strip()  # Table 2 at the longer schedule, beside Table 2
+    assert (usps in [m.strip() for m in shown]) == bool(usps)
     assert report.table2_markdown(report.table2_rows(runs)) in shown
     paired = report.paired_fewshot_markdown(
         report.paired_fewshot_rows(lambda v, k: report.select(report.longest_schedule(runs), v, k), report.PAPER_TABLE1))

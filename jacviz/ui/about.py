@@ -176,10 +176,12 @@ if RUNS_FILE.is_file():
             st.markdown(f"**Training length**: LeNet' trained the paper's {n_long:,} iterations next to its twin "
                         "of Table 1's short schedule (same mix and seed), final test accuracy (%) and ‖J‖_F")
             st.markdown(length_markdown(mnist_study, report.PAPER_TABLE1, per_epoch=600, digits=2)[0])
-            st.caption("Only these mixes have a run of the paper's length, so Table 1 keeps the short schedule. "
-                       "`REPRODUCTION.md` (*Training length*) has every evaluation and a figure.")
+            st.caption(report.why_beside(mnist_study) + " `REPRODUCTION.md` (*Training length*) "
+                       "has every evaluation, their robustness and a figure.")
         st.markdown("**Table 2**: accuracy (%) on the USPS test set of the models trained on all of MNIST")
         st.markdown(report.table2_markdown(report.table2_rows(repro_runs)))
+        if mnist_study and report.length_usps(mnist_study):
+            st.markdown(report.length_usps(mnist_study))
         st.caption("Robustness figures and the checked claims are in `REPRODUCTION.md`; the Robustness page "
                    "shows the same robustness results interactively.")
 else:
