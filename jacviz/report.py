@@ -201,16 +201,25 @@ def study_mixes(study: list[dict]) -> list[str]:
     return sorted({p["variant"] for p in study}, key=TABLE1.index)
 
 
+def seeds_text(study: list[dict], mixes=TABLE1) -> str:
+    """Which seeds of which mixes :func:`length_study` pairs have, seed by seed: 'seed 0 of every mix; seed 1
+    of none and L2' ('every mix' when a seed covers ``mixes``)."""
+    by_seed: dict = {}
+    for p in study:
+        by_seed.setdefault(p["seed"], []).append(p["variant"])
+    return "; ".join(f"seed {s} of " + ("every mix" if set(mixes) <= set(vs) else and_join(sorted(set(vs), key=list(mixes).index)))
+                     for s, vs in sorted(by_seed.items()))
+
+
 def why_beside(study: list[dict], table: str = "Table 1", mixes=TABLE1) -> str:
     """Why :func:`length_study` pairs stand beside the tables instead of in them: which mixes of ``table``
-    (``mixes``) have a longer run and how many seeds, and when the tables switch (:func:`table_iterations`)."""
+    (``mixes``) have a longer run, of which seeds, and when the tables switch (:func:`table_iterations`)."""
     have = study_mixes(study)
-    seeds = sorted({p["seed"] for p in study})
     which = (f"Every {table} mix has" if set(mixes) <= set(have) else
              f"Only {and_join(have)} {'has' if len(have) == 1 else 'have'}")
-    return (f"{which} such a run (seed{'s' if len(seeds) > 1 else ''} {and_join([str(x) for x in seeds])}), so the "
-            f"tables keep the short schedule; they use the longer runs alone once every {table} mix has "
-            f"{TABLE_MIN_SEEDS} seeds of them (a mean with a 95% CI in every cell; `report.table_iterations`).")
+    return (f"{which} such a run ({seeds_text(study, mixes)}), so the tables keep the short schedule; they use the "
+            f"longer runs alone once every {table} mix has {TABLE_MIN_SEEDS} seeds of them (a mean with a 95% CI in "
+            "every cell; `report.table_iterations`).")
 
 
 def schedule_name(runs: list[dict]) -> str:
@@ -1244,15 +1253,9 @@ def _missing_md(R: dict, runs: list[dict], study: list[dict] = ()) -> str:
         if n < 5:
             lines.append(f"- Figure S6, λ_JR={lam:g}: {n} of 5 seeds")
     if schedule_name(runs) == "short":
-        have = study_mixes(study)
-        by_seeds: dict = {}  # seeds -> the mixes with exactly those seeds of the paper's schedule
-        for v in have:
-            by_seeds.setdefault(tuple(sorted(p["seed"] for p in study if p["variant"] == v)), []).append(v)
         lines.append(f"- the paper's 150k-iteration schedule (`--schedule paper`, for a GPU; the tables switch to it at "
                      f"{TABLE_MIN_SEEDS} seeds of every Table-1 mix)"
-                     + (": so far " + "; ".join(f"seed{'s' if len(x) > 1 else ''} {and_join([str(i) for i in x])} of "
-                                                f"{and_join(vs)}" for x, vs in by_seeds.items()) + " (*Training length*)"
-                        if have else ""))
+                     + (f": so far {seeds_text(study)} (*Training length*)" if study else ""))
     return "\n".join(lines) or "Everything planned is in."
 
 

@@ -458,7 +458,9 @@ def test_the_tables_switch_schedule_at_two_seeds_of_every_mix():
     study = report.length_study(short + one)
     assert [(p["variant"], p["seed"], p["short"]["config"]["iterations"]) for p in study] == \
         [(v, 0, 6000) for v in report.TABLE1]
-    assert report.why_beside(study).startswith("Every Table 1 mix has such a run (seed 0), so the tables keep")
+    assert report.why_beside(study).startswith("Every Table 1 mix has such a run (seed 0 of every mix), so the tables keep")
+    more = report.length_study(short + one + [run("none", 1, 150000), run("L2", 1, 150000)])
+    assert report.seeds_text(more) == "seed 0 of every mix; seed 1 of none and L2"
     two = one + [run(v, 1, 150000) for v in report.TABLE1]
     assert report.table_iterations(short + two[:-1])[arch] == 6000  # the last mix has one long seed only
     assert report.table_iterations(short + two)[arch] == 150000 and report.length_study(short + two) == []
@@ -504,7 +506,7 @@ def test_a_partial_paper_schedule_gets_a_training_length_section(results_dir, tm
     assert (f"trained 150,000 iterations instead, seed 0 went from {short['metrics']['jac_fro_normalized']:.2f} "
             "to 31.50 (REPRODUCTION.md, *Training length*)") in jac_note
     assert "at 2 seeds of every Table-1 mix): so far seed 0 of none (*Training length*)" in md
-    assert "Only none has such a run (seed 0), so the tables keep the short schedule" in sec
+    assert "Only none has such a run (seed 0 of none), so the tables keep the short schedule" in sec
 
 
 def test_cell_notes_tell_an_overlap_from_a_mean_inside_the_papers_interval():
