@@ -198,6 +198,16 @@ def test_train_page_explains_why_resnet18_takes_no_dropout(app):
     assert app.error and "Invalid settings" in app.error[0].value and "no dropout" in app.error[0].value
 
 
+def _cw_fast_table(app, model):
+    """The Decision-cells page's CW-L2 table (fast protocol) for one model."""
+    app.switch_page("jacviz/ui/cells.py").run()
+    app.multiselect(key="cells_models").set_value([model]).run()
+    app.radio(key="cells_cw_protocol").set_value("fast")
+    app.button(key="cells_cw_go").click().run()
+    assert not app.exception, _errors(app)
+    return app.dataframe[-1].value
+
+
 def test_robustness_run_and_cw_button(app, user_models):
     app.switch_page("jacviz/ui/robustness.py").run()
     assert not app.exception, _errors(app)
@@ -211,12 +221,7 @@ def test_robustness_run_and_cw_button(app, user_models):
     assert "median L2 fooling distance, FGSM" in summary.columns and summary["n"].iloc[0] == 20
     assert len(app.get("plotly_chart")) >= 3
 
-    app.switch_page("jacviz/ui/cells.py").run()
-    app.multiselect(key="cells_models").set_value(user_models[1][:1]).run()
-    app.radio(key="cells_cw_protocol").set_value("fast")
-    app.button(key="cells_cw_go").click().run()
-    assert not app.exception, _errors(app)
-    cw = app.dataframe[-1].value
+    cw = _cw_fast_table(app, user_models[1][0])
     assert list(cw.columns)[:2] == ["model", "CW-L2 fooling distance (L2 px)"] and len(cw) == 1
     assert np.isfinite(cw.iloc[0, 1]) and not any("stopped short" in w.value for w in app.warning)
 
@@ -230,12 +235,7 @@ def test_a_cw_that_stops_short_is_called_so_where_the_plane_crosses_a_boundary(a
     for k, v in {"steps": 1, "binary_steps": 1, "c0": 1e-6}.items():
         monkeypatch.setitem(attacks.CW_FAST, k, v)
     st.cache_data.clear()  # CW distances of this sample from other tests
-    app.switch_page("jacviz/ui/cells.py").run()
-    app.multiselect(key="cells_models").set_value(user_models[1][:1]).run()
-    app.radio(key="cells_cw_protocol").set_value("fast")
-    app.button(key="cells_cw_go").click().run()
-    assert not app.exception, _errors(app)
-    cw = app.dataframe[-1].value
+    cw = _cw_fast_table(app, user_models[1][0])
     assert np.isinf(cw["CW-L2 fooling distance (L2 px)"].iloc[0])
     if cw["in-plane radius (L2 px)"].iloc[0].startswith(">"):
         pytest.skip("this plane does not leave the sample's cell within its range")
