@@ -157,7 +157,7 @@ def length_robustness(study: list[dict], rob: dict) -> str:
     """Robustness of the pairs' longer runs next to their short twins (records of the same attacks on the
     same test images from ``rob``, all records of the results file), as the robustness tables; '' without any
     record of a longer run."""
-    from .robustness import aggregate_seeds
+    from .robustness import aggregate_seeds, attack_failure_flags
     by_key = {m["key"]: m for m in rob.get("models", [])}
     recs = []
     for p in study:
@@ -182,7 +182,8 @@ def length_robustness(study: list[dict], rob: dict) -> str:
         ra, rb = jac[a["label"]], jac[b["label"]]
         ja, jb = (x["training_metrics"].get("jac_fro_normalized") for x in (ra, rb))
         worst = (f" (per-sample worst case over the attacks {a['median']['worst'][0]:.3f} → {b['median']['worst'][0]:.3f}"
-                 + ("; CW stalled, see its attack flag" if any("CW found no" in f for f in a["flags"] + b["flags"]) else "")
+                 + ("; CW stalled, see its attack flag"
+                    if attack_failure_flags(ra["distances"]) or attack_failure_flags(rb["distances"]) else "")
                  + ")") if "worst" in a["median"] and "worst" in b["median"] else ""
         lines.append(f"{a['label'].split(',')[0]}: training longer changed clean accuracy {a['clean'][0]:.1f} → "
                      f"{b['clean'][0]:.1f}% and the median CW distance {a['median']['cw'][0]:.3f} → "
@@ -199,9 +200,10 @@ def length_robustness(study: list[dict], rob: dict) -> str:
 
 
 def both_correct_medians(a: dict, b: dict) -> dict:
-    """Per attack (and the per-sample 'worst' case over them) of two robustness records on the same test images:
-    (n, median a, median b) of the minimal L2 fooling distances over the images both models classify correctly (distance > 0 in both; an image
-    never fooled within the budget, stored as None, counts as infinitely far)."""
+    """Per attack (and the per-sample 'worst' case over them) of two robustness records on the same test
+    images: (n, median a, median b) of the minimal L2 fooling distances over the images both models classify
+    correctly (distance > 0 in both; an image never fooled within the budget, stored as None, counts as
+    infinitely far)."""
     from .robustness import distances_from_json
     out = {}
     for k in ("noise", "fgsm", "pgd", "cw", "worst"):

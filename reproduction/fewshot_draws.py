@@ -38,6 +38,7 @@ import torch
 
 import models
 from jacviz import grid
+from jacviz.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=grid._ints, required=True, help="e.g. 15-44")
     p.add_argument("--init", default="paper", choices=sorted(models.INITS),
                    help="initialization (default: the paper's Xavier uniform, zero biases); others are ablations")
-    p.add_argument("--momentum", type=float, default=0.9,
+    p.add_argument("--momentum", type=float, default=TrainConfig.momentum,
                    help="SGD momentum (default the paper's 0.9); 0 reads the few-shot sentence, which names none, as "
                         "plain full-batch gradient descent: an ablation")
     p.add_argument("--threads", type=int, default=1)
