@@ -424,12 +424,12 @@ def fewshot_ablation_rows(table_runs: list[dict], draws: list[dict], paper: dict
 
     table_runs: the table's runs (paper init, momentum 0.9); draws: ``fewshot_draws_<dataset>.json``'s runs, any
     set-up; paper[mix][k] = (mean %, 95% half-width). One row per (reading, k, mix) with runs: {'reading' (e.g.
-    'init caffe_xavier', 'momentum 0'), 'k', 'mix', 'ours': mean_ci of the ablation runs' accuracy (%),
+    'init caffe_xavier', 'momentum 0'), 'what' (what it changes), 'k', 'mix', 'ours': mean_ci of the ablation runs' accuracy (%),
     'base': mean_ci of the paper-set-up runs of the same seeds, 'base_all': mean_ci of every paper-set-up run of
     the cell (the table's and the extra draws), 'diff': mean_ci of the per-seed differences (points), 'paper',
     'gap': ours − paper's mean (points)}."""
     rows = []
-    for name, where, _ in _readings(draws):
+    for name, where, what in _readings(draws):
         for k in FEWSHOT_K:
             for mix in TABLE1:
                 a = seed_accuracy(select(list(draws), mix, k, model, dataset, **where))
@@ -438,15 +438,14 @@ def fewshot_ablation_rows(table_runs: list[dict], draws: list[dict], paper: dict
                 b = seed_accuracy(select([*table_runs, *draws], mix, k, model, dataset))
                 seeds = sorted(set(a) & set(b))
                 ours = mean_ci(list(a.values()))
-                rows.append({"reading": name, "k": k, "mix": mix, "ours": ours, "base_all": mean_ci(list(b.values())),
+                rows.append({"reading": name, "what": what, "k": k, "mix": mix, "ours": ours, "base_all": mean_ci(list(b.values())),
                              "base": mean_ci([b[s] for s in seeds]), "diff": mean_ci([a[s] - b[s] for s in seeds]),
                              "paper": paper[mix][k], "gap": ours[0] - paper[mix][k][0]})
     return rows
 
 
-def fewshot_ablation_markdown(rows: list[dict], draws: list[dict] = ()) -> str:
-    """:func:`fewshot_ablation_rows` as a table, with the caption that says what was changed and what it shows
-    (``draws``: the runs the rows came from, for the momenta they name)."""
+def fewshot_ablation_markdown(rows: list[dict]) -> str:
+    """:func:`fewshot_ablation_rows` as a table, with the caption that says what was changed and what it shows."""
     if not rows:
         return ""
     body = [[f"`{r['reading']}`", f"{PAPER_NAMES[r['mix']]}, {r['k']}/class", r["ours"][2], fmt(*r["ours"][:2]),
@@ -459,8 +458,7 @@ def fewshot_ablation_markdown(rows: list[dict], draws: list[dict] = ()) -> str:
                      else f"{'raises' if m > 0 else 'lowers'} accuracy by {abs(m):.1f} ± {h:.1f} points")
             said.append(f"`{r['reading']}` ({PAPER_NAMES[r['mix']]}, {r['k']}/class) {moves}, leaving its cell "
                         f"{abs(r['gap']):.1f} points {'below' if r['gap'] < 0 else 'above'} the paper's mean")
-    shown = {r["reading"] for r in rows}
-    what = [f"`{name}`: {d}" for name, _, d in _readings(list(draws)) if name in shown]
+    what = [f"`{name}`: {d}" for name, d in dict((r["reading"], r["what"]) for r in rows).items()]
     return (_md_table(["Reading", "Cell", "runs", "Ours, this reading", "Ours, the tables' set-up (same seeds)",
                        "Paired difference", "Paper", "Ours − paper"], body)
             + "\n\nThe paper says only that LeNet' and DDNet are initialized \"by the Xavier method (Glorot and Bengio, "
@@ -1073,7 +1071,7 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           *(["### Few-shot: each regularizer against none, paired by draw\n", paired_fewshot_markdown(paired), ""]
             if paired else []),
           *(["### Few-shot: other readings of the paper's set-up (initialization, momentum)\n",
-             fewshot_ablation_markdown(ablation, more), ""]
+             fewshot_ablation_markdown(ablation), ""]
             if ablation else []),
           f"**JR cuts the mean test ‖J‖_F by {red['ratio']:.1f}×** against no regularization "
           f"({fmt(red['none'][0], red['none'][1], 2)} → {fmt(red['jr'][0], red['jr'][1], 3)}, normalized input; "

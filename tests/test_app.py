@@ -318,7 +318,7 @@ def test_about_shows_the_reproduction_tables(app):
         report.paired_fewshot_rows(lambda v, k: report.select(report.longest_schedule(runs), v, k), report.PAPER_TABLE1))
     assert paired and paired in shown  # the few-shot differences paired by draw, as REPRODUCTION.md has them
     more = report.load_more_draws(ROOT / "reproduction", "mnist")
-    ablation = report.fewshot_ablation_markdown(report.fewshot_ablation_rows(runs, more, report.PAPER_TABLE1), more)
+    ablation = report.fewshot_ablation_markdown(report.fewshot_ablation_rows(runs, more, report.PAPER_TABLE1))
     assert ablation and ablation in shown  # the set-up ablations (reproduction/fewshot_draws.py --init/--momentum)
 
 

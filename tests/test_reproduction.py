@@ -569,7 +569,7 @@ def test_setup_ablation_runs_pair_with_the_tables_runs_and_stay_out_of_the_table
     want = [acc["caffe_xavier", s] - acc["paper", s] for s in range(3)]
     assert rows[0]["diff"][0] == pytest.approx(sum(want) / 3)
     assert rows[0]["gap"] == pytest.approx(rows[0]["ours"][0] - report.PAPER_TABLE1["none"][1][0])
-    md = report.fewshot_ablation_markdown(rows, runs)
+    md = report.fewshot_ablation_markdown(rows)
     assert "`init caffe_xavier`" in md and "No regularization, 1/class" in md and "U(±√(3/fan_in))" in md
     assert "momentum" not in md.split("\n\n")[0]  # no momentum row without such runs
     # --momentum 0 (plain full-batch gradient descent, which the few-shot sentence may mean) pairs the same way,
@@ -582,7 +582,7 @@ def test_setup_ablation_runs_pair_with_the_tables_runs_and_stay_out_of_the_table
     assert [(r["reading"], r["diff"][2]) for r in rows] == [("init caffe_xavier", 3), ("momentum 0", 3)]
     acc0 = {r["config"]["seed"]: 100 * r["metrics"]["test_acc"] for r in runs if r["config"]["momentum"] == 0}
     assert rows[1]["diff"][0] == pytest.approx(sum(acc0[s] - acc["paper", s] for s in range(3)) / 3)
-    assert "`momentum 0`: plain full-batch gradient descent" in report.fewshot_ablation_markdown(rows, runs)
+    assert "`momentum 0`: plain full-batch gradient descent" in report.fewshot_ablation_markdown(rows)
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])

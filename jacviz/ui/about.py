@@ -165,7 +165,7 @@ if RUNS_FILE.is_file():
         ablation = report.fewshot_ablation_rows(repro_runs, more, report.PAPER_TABLE1)
         if ablation:
             with st.expander("Few-shot: other readings of the paper's set-up (initialization, momentum)"):
-                st.markdown(report.fewshot_ablation_markdown(ablation, more))
+                st.markdown(report.fewshot_ablation_markdown(ablation))
         red = report.jacobian_reduction(repro_runs)
         if red["ratio"] == red["ratio"]:  # not nan
             st.markdown(f"JR cuts the mean test ‖J‖_F by **{red['ratio']:.1f}×** against no regularization "
