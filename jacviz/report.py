@@ -131,34 +131,54 @@ def _cfg_matches(cfg: dict, variant: str, k: int | None, model: str = "lenet", d
 
 
 TABLE_MIN_SEEDS = 2  # a schedule takes over the tables once every cell can have a mean with a 95% CI
+_MIX_FIELDS = ("weight_decay", "dropout", "jr", "n_proj", "adv_train", "adv_eps_max", "lr", "momentum", "batch_size")
 
 
-def table_iterations(records: list[dict]) -> dict:
-    """{(model, dataset): the full-data training length the tables use}: per architecture, the longest schedule
-    with at least ``TABLE_MIN_SEEDS`` seeds of every Table-1 mix the architecture has at any length (so every
-    cell keeps a confidence interval); else the longest with one seed of each; else the longest present. A few
-    runs of a longer schedule (a CPU session's 150k-iteration runs, one seed a mix) therefore neither empty
-    the other cells nor replace five seeds by one. The CIFAR-10 'schedule' experiment's runs
-    (``grid.is_schedule_study``) never count."""
-    seeds: dict = {}
+def mix_id(config: dict) -> tuple:
+    """What makes a full-data run's config one mix of the tables and figures (regularizers, optimizer, init),
+    whatever its seed and training length."""
+    return (config.get("model"), config.get("dataset"), config.get("init", "paper"),
+            *(config.get(f) for f in _MIX_FIELDS))
+
+
+def _seeds_by_length(records: list[dict]) -> dict:
+    """{(model, dataset): {iterations: {mix_id: {seeds}}}} over full-data records (the CIFAR-10 'schedule'
+    experiment's left out)."""
+    out: dict = {}
     for r in records:
         c = r.get("config", {})
         if c.get("few_shot_k") or is_schedule_study(c):
             continue
-        arch = (c.get("model"), c.get("dataset"))
-        by_mix = seeds.setdefault(arch, {}).setdefault(c.get("iterations", 0), {})
-        for v in TABLE1:
-            if _cfg_matches(c, v, None, *arch):
-                by_mix.setdefault(v, set()).add(c.get("seed"))
+        by_len = out.setdefault((c.get("model"), c.get("dataset")), {}).setdefault(c.get("iterations", 0), {})
+        by_len.setdefault(mix_id(c), set()).add(c.get("seed"))
+    return out
+
+
+def table_iterations(records: list[dict]) -> dict:
+    """{(model, dataset): the full-data training length the tables and figures use}: per architecture, the
+    longest schedule with at least ``TABLE_MIN_SEEDS`` seeds of every full-data mix the architecture has at any
+    length (Table 1's, and the defended, n_proj and lambda runs of the figures), so every cell keeps a confidence
+    interval and no table or figure compares runs of two schedules; else the longest with one seed of each;
+    else the longest present. A few runs of a longer schedule (a CPU session's 150k-iteration runs of the
+    Table-1 mixes) therefore neither empty the figures' cells nor replace five seeds by two. The CIFAR-10
+    'schedule' experiment's runs (``grid.is_schedule_study``) never count."""
     out = {}
-    for arch, by_len in seeds.items():
+    for arch, by_len in _seeds_by_length(records).items():
         wanted = set().union(*(m.keys() for m in by_len.values()))
 
         def covered(n, k):
-            return all(len(by_len[n].get(v, ())) >= k for v in wanted)
+            return all(len(by_len[n].get(m, ())) >= k for m in wanted)
         out[arch] = max([n for n in by_len if covered(n, TABLE_MIN_SEEDS)]
                         or [n for n in by_len if covered(n, 1)] or by_len)
     return out
+
+
+def uncovered_mixes(records: list[dict], iterations: int, model: str = "lenet", dataset: str = "mnist") -> int:
+    """How many of the architecture's full-data mixes have fewer than ``TABLE_MIN_SEEDS`` seeds at
+    ``iterations`` (what stands between that schedule and the tables, :func:`table_iterations`)."""
+    by_len = _seeds_by_length(records).get((model, dataset), {})
+    wanted = set().union(*(m.keys() for m in by_len.values()))
+    return sum(len(by_len.get(iterations, {}).get(m, ())) < TABLE_MIN_SEEDS for m in wanted)
 
 
 def longest_schedule(records: list[dict]) -> list[dict]:
@@ -211,15 +231,22 @@ def seeds_text(study: list[dict], mixes=TABLE1) -> str:
                      for s, vs in sorted(by_seed.items()))
 
 
-def why_beside(study: list[dict], table: str = "Table 1", mixes=TABLE1) -> str:
+def why_beside(study: list[dict], table: str = "Table 1", mixes=TABLE1, runs: list[dict] = (),
+               others: str = "the defended, n_proj and λ runs") -> str:
     """Why :func:`length_study` pairs stand beside the tables instead of in them: which mixes of ``table``
-    (``mixes``) have a longer run, of which seeds, and when the tables switch (:func:`table_iterations`)."""
+    (``mixes``) have a longer run, of which seeds, and when the tables switch (:func:`table_iterations`;
+    ``runs``, all of the results file's runs, count the full-data mixes still short of seeds; ``others``: the
+    figures' other full-data mixes)."""
     have = study_mixes(study)
     which = (f"Every {table} mix has" if set(mixes) <= set(have) else
              f"Only {and_join(have)} {'has' if len(have) == 1 else 'have'}")
-    return (f"{which} such a run ({seeds_text(study, mixes)}), so the tables keep the short schedule; they use the "
-            f"longer runs alone once every {table} mix has {TABLE_MIN_SEEDS} seeds of them (a mean with a 95% CI in "
-            "every cell; `report.table_iterations`).")
+    c = study[0]["long"]["config"] if study else {}
+    left = uncovered_mixes(list(runs), c.get("iterations", 0), c.get("model"), c.get("dataset")) if runs else None
+    return (f"{which} such a run ({seeds_text(study, mixes)}), so the tables and figures keep the short schedule; "
+            f"they switch to the longer one once every full-data mix they use ({table}'s, and {others} of the "
+            f"figures) has {TABLE_MIN_SEEDS} seeds of it, so that every cell keeps a 95% CI and no "
+            "figure compares runs of two schedules (`report.table_iterations`"
+            + (f"; {left} mix{'es' if left != 1 else ''} still short of that)." if left else ")."))
 
 
 def schedule_name(runs: list[dict]) -> str:
@@ -1076,7 +1103,7 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           f"**JR cuts the mean test ‖J‖_F by {red['ratio']:.1f}×** against no regularization "
           f"({fmt(red['none'][0], red['none'][1], 2)} → {fmt(red['jr'][0], red['jr'][1], 3)}, normalized input; "
           f"paper 32.9 → 1.1, {red['paper_ratio']:.0f}×). The ratio does not depend on the input convention.\n",
-          *_length_section(study, pngs, rob_all),
+          *_length_section(study, pngs, rob_all, all_runs),
           "## Table 2: accuracy on USPS (unseen domain)\n",
           "USPS test set (2,007 images, 16×16 upsampled bilinearly to 28×28, MNIST normalization), models trained on all of MNIST.\n",
           table2_markdown(t2), "",
@@ -1179,23 +1206,27 @@ def fewshot_missing(counts: Sequence[int]) -> str | None:
     return f"{lo if lo == hi else f'{lo}–{hi}'} of 15 runs per regularizer"
 
 
-def _length_section(study: list[dict], pngs, rob: dict) -> list[str]:
+def _length_section(study: list[dict], pngs, rob: dict, all_runs: list[dict] = ()) -> list[str]:
     """REPRODUCTION.md's *Training length* section for LeNet' (:func:`length_study` pairs; ``rob``: every
-    robustness record, whose records of the longer runs are shown beside their twins'), [] without any."""
+    robustness record, whose records of the longer runs are shown beside their twins'; ``all_runs``: every
+    run, for when the tables switch), [] without any."""
     if not study:
         return []
-    from .report_length import length_markdown, length_robustness
+    from .report_length import length_markdown, length_means, length_robustness
     lo = study[0]["long"]["config"]
+    top = max(p["seed"] for p in study)
+    seeds = f"0-{top}" if top else "0"
     summary, details = length_markdown(study, PAPER_TABLE1, per_epoch=600, digits=2)
+    means = length_means(study, PAPER_TABLE1, PAPER_TABLE2, digits=2)
     return [f"## Training length: LeNet', the paper's {lo['iterations']:,} iterations against the tables' "
             f"{SCHEDULES['short']['iterations']:,}\n",
             "How far Table 1's full-data numbers are from the paper's schedule: the same LeNet' (mix, seed, "
             f"initialization) trained {lo['iterations']:,} iterations at batch 100 (lr {lo['lr']:g} ÷10 after "
             f"{' and '.join(f'{m:,}' for m in lo['milestones'])}, as the paper), evaluated every "
             f"{lo['eval_every']:,} iterations on the 10,000 test images (accuracy) and the first 1,000 (‖J‖_F, "
-            f"normalized input). {why_beside(study)} `python -m jacviz grid --schedule paper --experiments table1 "
-            "--seeds 0 --robust-seeds 0` trains them and their robustness (the *Robustness* settings below).\n",
-            summary, "", length_usps(study), length_robustness(study, rob),
+            f"normalized input). {why_beside(study, runs=all_runs)} `python -m jacviz grid --schedule paper --experiments table1 "
+            f"--seeds {seeds} --robust-seeds {seeds}` trains them and their robustness (the *Robustness* settings below).\n",
+            *([means, "Each run next to its twin of the tables' schedule (same mix and seed):\n"] if means else []), summary, "", length_usps(study), length_robustness(study, rob),
             figure_md(pngs, "mnist_training_length", "Training length (ours): test accuracy and ‖J‖_F at every "
                       "evaluation, short runs dotted, the paper's 150k-iteration schedule solid (log iteration axis); "
                       "dashed: the paper's final accuracy"), "", details]
@@ -1251,8 +1282,8 @@ def _missing_md(R: dict, runs: list[dict], study: list[dict] = ()) -> str:
         if n < 5:
             lines.append(f"- Figure S6, λ_JR={lam:g}: {n} of 5 seeds")
     if schedule_name(runs) == "short":
-        lines.append(f"- the paper's 150k-iteration schedule (`--schedule paper`, for a GPU; the tables switch to it at "
-                     f"{TABLE_MIN_SEEDS} seeds of every Table-1 mix)"
+        lines.append(f"- the paper's 150k-iteration schedule (`--schedule paper`, for a GPU; the tables and figures switch to "
+                     f"it at {TABLE_MIN_SEEDS} seeds of every full-data mix: Table 1's, defended, n_proj, λ)"
                      + (f": so far {seeds_text(study)} (*Training length*)" if study else ""))
     return "\n".join(lines) or "Everything planned is in."
 

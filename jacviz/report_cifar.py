@@ -379,7 +379,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
         summary, details = length_markdown(paper_length, PAPER_TABLE_S3, per_epoch=500)
         md += ["## Training length: the paper's schedule\n",
                f"DDNet runs of the paper's {paper_length[0]['long']['config']['iterations']:,} iterations next to "
-               f"their twins of the tables' schedule (same mix and seed). {why_beside(paper_length, 'Table S3')}\n",
+               f"their twins of the tables' schedule (same mix and seed). {why_beside(paper_length, 'Table S3', runs=table_runs, others='the defended runs')}\n",
                summary, "", length_robustness(paper_length, rob_all),
                figure_md(pngs, "cifar_paper_length", "The paper's schedule (ours): test accuracy and ‖J‖_F at every "
                          "evaluation, short runs dotted, 150,000-iteration runs solid (log iteration axis); dashed: "

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .grid import PAPER_ITERATIONS
-from .report import _md_table, agrees, and_join, final_ce, robustness_markdown, robustness_rows
+from .report import _md_table, agreement, agrees, and_join, final_ce, fmt, mean_ci, robustness_markdown, robustness_rows
 
 Paper = Mapping[str, Mapping]
 
@@ -151,6 +151,52 @@ def length_markdown(study: list[dict], paper: Paper, per_epoch: int, digits: int
                     "apart, so a difference of that size between them is noise, not schedule.\n")
     details = ["<details><summary>Every evaluation of both runs</summary>\n", *curves, "</details>\n"]
     return "\n".join(md), "\n".join(details)
+
+
+def length_means(study: list[dict], paper: Paper, paper_usps: Mapping | None = None, digits: int = 1) -> str:
+    """The longer runs of the pairs averaged over their seeds, per mix, as the paper's tables: test accuracy,
+    ||J||_F (normalized input) and, with ``paper_usps`` ({mix: (acc %, ci)}), USPS accuracy, each as mean ± 95%
+    CI (Student's t; n = seeds) next to the paper's with whether the intervals overlap; then JR's cut of the
+    mean ||J||_F. '' unless some mix has two seeds (one seed a mix is the per-seed table already)."""
+    by_mix: dict = {}
+    for p in study:
+        by_mix.setdefault(p["variant"], []).append(p["long"])
+    if not study or max(map(len, by_mix.values())) < 2:
+        return ""
+    n_lo = study[0]["long"]["config"]["iterations"]
+
+    def cell(vals, ref, d):
+        ours = mean_ci(vals)
+        if not ours[2]:
+            return ["—", f"{ref[0]} ± {ref[1]}", "—"], ours
+        return [fmt(ours[0], ours[1], d), f"{ref[0]} ± {ref[1]}",
+                ("yes, our mean inside the paper's" if agreement(ours, ref).startswith("within") else "yes")
+                if agrees(ours, ref) else "**no**"], ours
+
+    rows, means = [], {}
+    for v, runs in by_mix.items():
+        acc, a = cell([100 * r["metrics"]["test_acc"] for r in runs], paper[v]["all"], digits)
+        jac, j = cell([r["metrics"]["jac_fro_normalized"] for r in runs], paper[v]["jac"], 2)
+        usps = cell([100 * r["metrics"]["usps_acc"] for r in runs if r["metrics"].get("usps_acc") is not None],
+                    paper_usps[v], 1)[0] if paper_usps else []
+        means[v] = (a[0], j[0])
+        rows.append([v, ", ".join(str(r["config"]["seed"]) for r in runs), *acc, *jac, *usps])
+    head = ["Regularizer", "seeds", f"test acc. % ({n_lo:,} it.)", "paper", "intervals overlap",
+            f"‖J‖_F ({n_lo:,} it.)", "paper ‖J‖_F", "intervals overlap"]
+    if paper_usps:
+        head += [f"USPS acc. % ({n_lo:,} it.)", "paper USPS", "intervals overlap"]
+    two = " (Student's t: with 2 seeds the half-width is 12.7 standard errors)" if 2 in map(len, by_mix.values()) else ""
+    md = [f"Tables 1 and 2 at the paper's schedule: each mix's {n_lo:,}-iteration runs, mean over their seeds.\n",
+          _md_table(head, rows), "",
+          f"Mean ± 95% CI over the seeds{two}; a single seed is a point. The paper's: 5 seeds of "
+          f"{PAPER_ITERATIONS:,} iterations. Intervals overlap: yes / **no** (the paper's half-width at least its "
+          f"printed rounding). Ranked by mean test accuracy: {ranking({v: m[0] for v, m in means.items()}, digits)}; "
+          f"the paper {ranking({v: paper[v]['all'][0] for v in means})}.\n"]
+    if {"none", "JR"} <= set(means):
+        md.append(f"JR's cut of the mean ‖J‖_F against no regularization: {means['none'][1]:.2f} / "
+                  f"{means['JR'][1]:.2f} = {means['none'][1] / means['JR'][1]:.0f}× (paper "
+                  f"{paper['none']['jac'][0] / paper['JR']['jac'][0]:.0f}×).")
+    return "\n".join(md) + "\n"
 
 
 def length_robustness(study: list[dict], rob: dict) -> str:

@@ -311,6 +311,9 @@ def test_about_shows_the_reproduction_tables(app):
     from jacviz.report_length import length_markdown
     summary = length_markdown(study, report.PAPER_TABLE1, 600, digits=2)[0].strip()
     assert (summary in [m.strip() for m in shown]) == bool(study)
+    from jacviz.report_length import length_means
+    means = length_means(study, report.PAPER_TABLE1, report.PAPER_TABLE2, digits=2).strip()  # over seeds
+    assert (means in [m.strip() for m in shown]) == bool(means)
     usps = report.length_usps(study).strip()  # Table 2 at the longer schedule, beside Table 2
     assert (usps in [m.strip() for m in shown]) == bool(usps)
     assert report.table2_markdown(report.table2_rows(runs)) in shown

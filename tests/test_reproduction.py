@@ -418,8 +418,16 @@ def test_a_run_of_another_schedule_is_kept_and_the_longer_schedule_is_tabulated(
     assert report.longest_schedule(both) == prev["runs"]
     assert report.length_study(both) == [{"variant": "none", "seed": 0, "long": long, "short": short}]
     assert report.superseded_note(both, prev["runs"]) == "" and report.schedule_name(prev["runs"]) == "short"
-    # once every Table-1 mix has a 150k run, the table shows them alone: every short full-data run is superseded
+    # a 150k run of every Table-1 mix is not enough while the figures' defended mixes have short runs only:
+    # no figure may compare runs of two schedules
     longs = [long] + [long_of(v, 0.99) for v in report.TABLE1[1:]]
+    assert report.longest_schedule(prev["runs"] + longs) == prev["runs"]
+    assert report.uncovered_mixes(prev["runs"] + longs, 150000) == 8  # every mix: one seed each, two wanted
+    # once every full-data mix has one (one short seed each here, so one long seed is enough), the tables and
+    # figures show the long runs alone: every short full-data run is superseded
+    mixes = [r["label"] for r in prev["runs"] if not r["config"]["few_shot_k"]]
+    assert len(mixes) == 8 and set(report.TABLE1) < set(mixes)
+    longs = [long] + [long_of(v, 0.99) for v in mixes if v != "none"]
     both = prev["runs"] + longs
     current = report.longest_schedule(both)
     assert [r for r in current if not r["config"]["few_shot_k"]] == longs
@@ -458,13 +466,45 @@ def test_the_tables_switch_schedule_at_two_seeds_of_every_mix():
     study = report.length_study(short + one)
     assert [(p["variant"], p["seed"], p["short"]["config"]["iterations"]) for p in study] == \
         [(v, 0, 6000) for v in report.TABLE1]
-    assert report.why_beside(study).startswith("Every Table 1 mix has such a run (seed 0 of every mix), so the tables keep")
+    assert report.why_beside(study).startswith("Every Table 1 mix has such a run (seed 0 of every mix), so the tables and figures keep")
     more = report.length_study(short + one + [run("none", 1, 150000), run("L2", 1, 150000)])
     assert report.seeds_text(more) == "seed 0 of every mix; seed 1 of none and L2"
     two = one + [run(v, 1, 150000) for v in report.TABLE1]
     assert report.table_iterations(short + two[:-1])[arch] == 6000  # the last mix has one long seed only
     assert report.table_iterations(short + two)[arch] == 150000 and report.length_study(short + two) == []
+    # a figure's mix (here n_proj = 3, Figure 2) with short runs only keeps everything short: Figure 2 would
+    # otherwise compare 150k-iteration n_proj = 1 with 6k-iteration n_proj = 3
+    nproj3 = [{**run("JR", s, 6000), "key": f"n3{s}"} for s in range(5)]
+    for r in nproj3:
+        r["config"]["n_proj"] = 3
+    assert report.table_iterations(short + nproj3 + two)[arch] == 6000
+    assert report.uncovered_mixes(short + nproj3 + two, 150000) == 1
+    study = report.length_study(short + nproj3 + two)
+    assert len(study) == 10 and "(`report.table_iterations`; 1 mix still short of that)" in report.why_beside(
+        study, runs=short + nproj3 + two)
     assert report.table_iterations([r for r in short if r["config"]["seed"] == 0] + one)[arch] == 150000
+
+
+def test_the_longer_runs_are_averaged_over_seeds_beside_the_paper():
+    """The shipped 150k-iteration runs (two seeds of some mixes): report_length.length_means gives each mix's
+    mean ± 95% CI (Student's t) over its seeds next to the paper's Table 1 and 2 values."""
+    from jacviz.report_length import length_means
+    from scipy import stats
+    runs = json.loads((grid.RESULTS_DIR / "mnist_runs.json").read_text())["runs"]
+    study = report.length_study(runs)
+    two = [v for v in report.TABLE1 if sum(p["variant"] == v for p in study) >= 2]
+    assert two, "the shipped results have two 150k seeds of some mix"
+    md = length_means(study, report.PAPER_TABLE1, report.PAPER_TABLE2, digits=2)
+    for v in two:
+        accs = [100 * p["long"]["metrics"]["test_acc"] for p in study if p["variant"] == v]
+        half = stats.t.ppf(0.975, len(accs) - 1) * np.std(accs, ddof=1) / np.sqrt(len(accs))
+        row = next(line for line in md.splitlines() if line.startswith(f"| {v} | "))
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert cells[2] == f"{np.mean(accs):.2f} ± {half:.2f}"
+        assert cells[3] == f"{report.PAPER_TABLE1[v]['all'][0]} ± {report.PAPER_TABLE1[v]['all'][1]}"
+        assert cells[9] == f"{report.PAPER_TABLE2[v][0]} ± {report.PAPER_TABLE2[v][1]}"
+    one_seed = [p for p in study if p["seed"] == 0]
+    assert length_means(one_seed, report.PAPER_TABLE1) == ""  # one seed a mix: the per-seed table says it all
 
 
 def test_a_partial_paper_schedule_gets_a_training_length_section(results_dir, tmp_path):
@@ -505,8 +545,8 @@ def test_a_partial_paper_schedule_gets_a_training_length_section(results_dir, tm
     jac_note = next(line for line in md.splitlines() if line.startswith("| No regularization | ‖J‖_F (all data) |"))
     assert (f"trained 150,000 iterations instead, seed 0 went from {short['metrics']['jac_fro_normalized']:.2f} "
             "to 31.50 (REPRODUCTION.md, *Training length*)") in jac_note
-    assert "at 2 seeds of every Table-1 mix): so far seed 0 of none (*Training length*)" in md
-    assert "Only none has such a run (seed 0 of none), so the tables keep the short schedule" in sec
+    assert "at 2 seeds of every full-data mix: Table 1's, defended, n_proj, λ): so far seed 0 of none (*Training length*)" in md
+    assert "Only none has such a run (seed 0 of none), so the tables and figures keep the short schedule" in sec
 
 
 def test_cell_notes_tell_an_overlap_from_a_mean_inside_the_papers_interval():

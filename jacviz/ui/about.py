@@ -171,13 +171,18 @@ if RUNS_FILE.is_file():
             st.markdown(f"JR cuts the mean test ‖J‖_F by **{red['ratio']:.1f}×** against no regularization "
                         f"(paper: {red['paper_ratio']:.0f}×).")
         if mnist_study:
-            from jacviz.report_length import length_markdown
+            from jacviz.report_length import length_markdown, length_means
             n_long = mnist_study[0]["long"]["config"]["iterations"]
+            means = length_means(mnist_study, report.PAPER_TABLE1, report.PAPER_TABLE2, digits=2)
+            if means:
+                st.markdown(f"**Table 1 and 2 at the paper's schedule**: LeNet' trained {n_long:,} iterations, "
+                            "mean over its seeds of each mix, test and USPS accuracy (%) and test ‖J‖_F")
+                st.markdown(means)
             st.markdown(f"**Training length**: LeNet' trained the paper's {n_long:,} iterations next to its twin "
                         "of Table 1's short schedule (same mix and seed), final test accuracy (%) and ‖J‖_F")
             st.markdown(length_markdown(mnist_study, report.PAPER_TABLE1, per_epoch=600, digits=2)[0])
-            st.caption(report.why_beside(mnist_study) + " `REPRODUCTION.md` (*Training length*) "
-                       "has every evaluation, their robustness and a figure.")
+            st.caption(report.why_beside(mnist_study, runs=repro["all_runs"]) + " `REPRODUCTION.md` "
+                       "(*Training length*) has every evaluation, their robustness and a figure.")
         st.markdown("**Table 2**: accuracy (%) on the USPS test set of the models trained on all of MNIST")
         st.markdown(report.table2_markdown(report.table2_rows(repro_runs)))
         usps_long = report.length_usps(mnist_study)  # '' without longer runs
