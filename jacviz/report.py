@@ -1226,7 +1226,8 @@ def _length_section(study: list[dict], pngs, rob: dict, all_runs: list[dict] = (
             f"{lo['eval_every']:,} iterations on the 10,000 test images (accuracy) and the first 1,000 (‖J‖_F, "
             f"normalized input). {why_beside(study, runs=all_runs)} `python -m jacviz grid --schedule paper --experiments table1 "
             f"--seeds {seeds} --robust-seeds {seeds}` trains them and their robustness (the *Robustness* settings below).\n",
-            *([means, "Each run next to its twin of the tables' schedule (same mix and seed):\n"] if means else []), summary, "", length_usps(study), length_robustness(study, rob),
+            *([means, "Each run next to its twin of the tables' schedule (same mix and seed):\n"] if means else []),
+            summary, "", length_usps(study), length_robustness(study, rob),
             figure_md(pngs, "mnist_training_length", "Training length (ours): test accuracy and ‖J‖_F at every "
                       "evaluation, short runs dotted, the paper's 150k-iteration schedule solid (log iteration axis); "
                       "dashed: the paper's final accuracy"), "", details]

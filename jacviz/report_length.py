@@ -186,7 +186,8 @@ def length_means(study: list[dict], paper: Paper, paper_usps: Mapping | None = N
     if paper_usps:
         head += [f"USPS acc. % ({n_lo:,} it.)", "paper USPS", "intervals overlap"]
     two = " (Student's t: with 2 seeds the half-width is 12.7 standard errors)" if 2 in map(len, by_mix.values()) else ""
-    md = [f"Tables 1 and 2 at the paper's schedule: each mix's {n_lo:,}-iteration runs, mean over their seeds.\n",
+    at = "the paper's schedule" if n_lo == PAPER_ITERATIONS else f"{n_lo:,} iterations"
+    md = [f"Tables 1 and 2 at {at}: each mix's {n_lo:,}-iteration runs, mean over their seeds.\n",
           _md_table(head, rows), "",
           f"Mean ± 95% CI over the seeds{two}; a single seed is a point. The paper's: 5 seeds of "
           f"{PAPER_ITERATIONS:,} iterations. Intervals overlap: yes / **no** (the paper's half-width at least its "
