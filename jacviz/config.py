@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 # Fields that do not change what is learned: left out of the checkpoint name.
 _NOT_IN_KEY = ("device", "checkpoint_every", "eval_every", "eval_samples", "jac_samples")
+FEW_SHOT_DRAWS = ("random", "first")  # TrainConfig.few_shot_draw
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class TrainConfig:
     init: 'paper' (Xavier uniform, zero biases for LeNet'/DDNet; PyTorch's default for ResNet-18), or for
     LeNet'/DDNet another reading of "the Xavier method" (``models.INITS``), an ablation; left out of the
     key (so of every checkpoint name) while it is 'paper'.
+    few_shot_draw: which k samples per class a few-shot run trains on (``data.few_shot_indices``): 'random'
+    (drawn with the run's seed, so each seed of a cell trains on other samples) or 'first' (the first k of
+    each class in the training set's order, the same for every seed, which then varies only the initial
+    weights and dropout masks), an ablation; left out of the key while it is 'random'.
     """
 
     model: str = "lenet"
@@ -50,6 +55,7 @@ class TrainConfig:
     checkpoint_every: int = 600
     device: str = "auto"
     init: str = "paper"
+    few_shot_draw: str = "random"
 
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
@@ -60,6 +66,8 @@ class TrainConfig:
         from models import INITS
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; choose one of {sorted(INITS)}")
+        if self.few_shot_draw not in FEW_SHOT_DRAWS:
+            raise ValueError(f"unknown few_shot_draw {self.few_shot_draw!r}; choose one of {FEW_SHOT_DRAWS}")
         if self.init != "paper" and self.model == "resnet18":
             raise ValueError("ResNet-18 uses PyTorch's default init (Appendix D); the init ablations are for "
                              "the Xavier-initialized LeNet' and DDNet")
@@ -83,8 +91,9 @@ class TrainConfig:
     def key(self) -> str:
         """Short stable hash of the fields that define what is learned (names the checkpoint)."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_KEY}
-        if d["init"] == "paper":  # added after the first checkpoints: their names stay as they were
-            del d["init"]
+        for f, default in (("init", "paper"), ("few_shot_draw", "random")):
+            if d[f] == default:  # added after the first checkpoints: their names stay as they were
+                del d[f]
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     def label(self) -> str:
@@ -106,11 +115,14 @@ class TrainConfig:
             name += f" ({self.few_shot_k}/class)"
         if self.init != "paper":
             name += f" [init {self.init}]"
+        if self.few_shot_draw != "random":
+            name += f" [{self.few_shot_draw} k per class]"
         return name
 
     def describe(self) -> str:
         """One line saying how the model was trained."""
-        sched = (f"full-batch SGD on {self.few_shot_k}/class, lr {self.lr}, {self.iterations} it"
+        first = " (the first of each class)" if self.few_shot_draw == "first" else ""
+        sched = (f"full-batch SGD on {self.few_shot_k}/class{first}, lr {self.lr}, {self.iterations} it"
                  if self.few_shot_k else
                  f"SGD m={self.momentum}, batch {self.batch_size}, lr {self.lr} /10 at {list(self.milestones)}, {self.iterations} it")
         regs = f"lambda_WD={self.weight_decay}, dropout={self.dropout}, lambda_JR={self.jr}"

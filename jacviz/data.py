@@ -166,13 +166,17 @@ def load(name: str, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     return _load_cached(name, split == "train", str(data_root()))
 
 
-def few_shot_indices(y: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-    """Indices of ``k`` samples per class drawn without replacement with ``seed`` (Table 1)."""
+def few_shot_indices(y: torch.Tensor, k: int, seed: int, draw: str = "random") -> torch.Tensor:
+    """Indices (sorted) of ``k`` samples per class of labels ``y`` (N,) (Table 1): drawn without replacement
+    with ``seed`` (draw='random'), or the first k of each class in the order of ``y`` whatever the seed
+    (draw='first', an ablation: ``TrainConfig.few_shot_draw``)."""
+    if draw not in ("random", "first"):
+        raise ValueError(f"draw must be 'random' or 'first', not {draw!r}")
     g = torch.Generator().manual_seed(seed)
     picks = []
     for c in torch.unique(y).tolist():
         idx = torch.nonzero(y == c).flatten()
         if len(idx) < k:
             raise ValueError(f"class {c} has only {len(idx)} samples, fewer than k={k}")
-        picks.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+        picks.append(idx[:k] if draw == "first" else idx[torch.randperm(len(idx), generator=g)[:k]])
     return torch.cat(picks).sort().values

@@ -176,7 +176,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
                 "all-data training needs the full cifar-10-batches-py")
     x_train, y_train = data.load(config.dataset, "train")
     if config.few_shot_k:
-        idx = data.few_shot_indices(y_train, config.few_shot_k, config.seed)
+        idx = data.few_shot_indices(y_train, config.few_shot_k, config.seed, config.few_shot_draw)
         x_train, y_train = x_train[idx], y_train[idx]
     batch = len(x_train) if config.few_shot_k else config.batch_size
     x_train, y_train = x_train.to(dev), y_train.to(dev)

@@ -24,6 +24,13 @@ eta = 0.01", which, unlike the full-data sentence, names no momentum:
   JACVIZ_DATA=../shared/data PYTHONPATH=. python reproduction/fewshot_draws.py \\
       --dataset mnist --k 1 --labels none --seeds 0-14 --momentum 0 --threads 1
 
+``--draw first`` trains every seed on the first k samples of each class (training-set order) instead of a
+draw per seed, the paper's "subsample" read as one fixed subset; each run pairs with the table's run of its
+seed through the same initial weights:
+
+  JACVIZ_DATA=../shared/data PYTHONPATH=. python reproduction/fewshot_draws.py \\
+      --dataset mnist --k 1 --labels none --seeds 0-14 --draw first --threads 1
+
 Runs already on disk (``runs/<dataset>``, ``checkpoints/``, ``checkpoints/seeds/``) are not retrained.
 """
 from __future__ import annotations
@@ -54,6 +61,9 @@ def main(argv=None) -> int:
     p.add_argument("--momentum", type=float, default=TrainConfig.momentum,
                    help="SGD momentum (default the paper's 0.9); 0 reads the few-shot sentence, which names none, as "
                         "plain full-batch gradient descent: an ablation")
+    p.add_argument("--draw", default="random", choices=("random", "first"),
+                   help="which k samples per class (TrainConfig.few_shot_draw): drawn with each seed (default, the "
+                        "tables'), or the first k of each class for every seed, an ablation")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="where new checkpoints go (default runs/<dataset>)")
@@ -62,7 +72,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     out = Path(a.out or REPO / "runs" / a.dataset)
     folders = [REPO / "checkpoints", REPO / "checkpoints" / "seeds", out]
-    configs = [dataclasses.replace(grid.fewshot_config(label, a.k, s, a.dataset), init=a.init, momentum=a.momentum)
+    configs = [dataclasses.replace(grid.fewshot_config(label, a.k, s, a.dataset), init=a.init, momentum=a.momentum,
+                                   few_shot_draw=a.draw)
                for label in a.labels.split(",") for s in a.seeds]
     for cfg in configs:
         if grid.find_checkpoint(cfg, folders) or grid.find_checkpoint(cfg, folders, grid.DIVERGED):

@@ -35,6 +35,15 @@ def test_few_shot_k_per_class():
         assert torch.bincount(y[idx], minlength=10).tolist() == [k] * 10
     assert torch.equal(data.few_shot_indices(y, 3, 0), data.few_shot_indices(y, 3, 0))
     assert not torch.equal(data.few_shot_indices(y, 3, 0), data.few_shot_indices(y, 3, 1))
+    # the 'first' ablation: the first k of each class in the training set's order, whatever the seed
+    first = data.few_shot_indices(y, 3, 0, draw="first")
+    assert torch.equal(first, data.few_shot_indices(y, 3, 7, draw="first"))
+    assert torch.bincount(y[first], minlength=10).tolist() == [3] * 10
+    for c in range(10):
+        assert first[y[first] == c].tolist() == torch.nonzero(y == c).flatten()[:3].tolist()
+    assert first[:4].tolist() == [0, 1, 2, 3]  # MNIST's first labels 5, 0, 4, 1 are each a class's first sample
+    with pytest.raises(ValueError, match="draw"):
+        data.few_shot_indices(y, 3, 0, draw="last")
 
 
 def test_missing_dataset_names_folder_and_files(tmp_path, monkeypatch):

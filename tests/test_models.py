@@ -94,6 +94,12 @@ def test_init_field_keeps_old_keys_and_labels_ablations():
     c = TrainConfig(few_shot_k=1, iterations=10_000, lr=0.01)
     a = dataclasses.replace(c, init="default_bias")
     assert a.key() != c.key() and a.label() == "none (1/class) [init default_bias]" and "init default_bias" in a.describe()
+    f = dataclasses.replace(c, few_shot_draw="first")  # the few-shot subsample read as one fixed subset
+    assert f.key() not in (c.key(), a.key()) and f.label() == "none (1/class) [first k per class]"
+    assert "1/class (the first of each class)" in f.describe()
+    assert TrainConfig.from_dict(f.to_dict()) == f and TrainConfig.from_dict(c.to_dict()).key() == c.key()
+    with pytest.raises(ValueError, match="unknown few_shot_draw"):
+        TrainConfig(few_shot_draw="last")
     with pytest.raises(ValueError, match="unknown init"):
         TrainConfig(init="he")
     with pytest.raises(ValueError, match="ResNet-18"):

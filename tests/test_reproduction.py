@@ -623,6 +623,19 @@ def test_setup_ablation_runs_pair_with_the_tables_runs_and_stay_out_of_the_table
     acc0 = {r["config"]["seed"]: 100 * r["metrics"]["test_acc"] for r in runs if r["config"]["momentum"] == 0}
     assert rows[1]["diff"][0] == pytest.approx(sum(acc0[s] - acc["paper", s] for s in range(3)) / 3)
     assert "`momentum 0`: plain full-batch gradient descent" in report.fewshot_ablation_markdown(rows)
+    # --draw first (the paper's "subsample" as one fixed subset, the first sample of each class) pairs with the
+    # table's run of its seed through the initial weights, and stays out of the table too
+    assert script.main([*args, "--draw", "first"]) == 0
+    runs = json.loads((tmp_path / "fewshot_draws_mnist.json").read_text())["runs"]
+    assert sorted(r["config"].get("few_shot_draw", "random") for r in runs) == ["first"] * 3 + ["random"] * 9
+    assert report.select(runs, "none", 1) == paper_init
+    rows = report.fewshot_ablation_rows([], runs, report.PAPER_TABLE1)
+    assert [(r["reading"], r["diff"][2]) for r in rows] == [("init caffe_xavier", 3), ("momentum 0", 3),
+                                                            ("first k per class", 3)]
+    accf = {r["config"]["seed"]: 100 * r["metrics"]["test_acc"] for r in runs if r["config"].get("few_shot_draw") == "first"}
+    assert rows[2]["diff"][0] == pytest.approx(sum(accf[s] - acc["paper", s] for s in range(3)) / 3)
+    md = report.fewshot_ablation_markdown(rows)
+    assert "`first k per class`: the first k samples of each class" in md and "naming no draw" in md
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
