@@ -507,7 +507,7 @@ def fewshot_ablation_markdown(rows: list[dict]) -> str:
 
 def _ablation_verdict(rows: list[dict]) -> str:
     """Per few-shot cell: which readings' paired intervals stop short of the cell's gap to the paper (so cannot be
-    its cause) and which still reach it. The gap is the paper's mean minus the mean of every run of the tables'
+    its cause), which still reach it, and which lie wholly beyond it (they overshoot the paper's mean). The gap is the paper's mean minus the mean of every run of the tables'
     set-up in the cell (the table's 15 and any extra draws): the part of the difference that which samples were
     drawn does not explain as well as our draws can tell."""
     out = []
@@ -516,21 +516,32 @@ def _ablation_verdict(rows: list[dict]) -> str:
         if not rs:
             continue
         need = rs[0]["paper"][0] - rs[0]["base_all"][0]
-        short, reach = [], []
+        short, reach, past = [], [], []
         for r in rs:
             far = r["diff"][0] + math.copysign(r["diff"][1], need)
-            (short if abs(far) < abs(need) or far * need < 0 else reach).append(
-                f"`{r['reading']}` ({r['diff'][0]:+.1f} ± {r['diff'][1]:.1f} over {r['diff'][2]} seeds)")
+            near = r["diff"][0] - math.copysign(r["diff"][1], need)
+            what = f"`{r['reading']}` ({r['diff'][0]:+.1f} ± {r['diff'][1]:.1f} over {r['diff'][2]} seeds)"
+            if near * need > 0 and abs(near) > abs(need):  # the whole interval lies beyond the gap
+                past.append(f"{what}, which leaves the cell {abs(r['gap']):.1f} points "
+                            f"{'above' if r['gap'] > 0 else 'below'} the paper's mean,")
+            else:
+                (short if abs(far) < abs(need) or far * need < 0 else reach).append(what)
         cell = (f"{PAPER_NAMES[mix]} at {k}/class, whose {rs[0]['base_all'][2]} runs of the tables' set-up average "
                 f"{abs(need):.1f} points {'below' if need > 0 else 'above'} the paper's mean")
         if short:
             many = len(short) > 1
             out.append(f" {cell[0].upper() + cell[1:]}: the paired interval{'s' if many else ''} of {and_join(short)} "
-                       f"end{'' if many else 's'} short of that gap, so {'neither' if len(short) == 2 else 'none of these' if many else 'that'} "
-                       f"reading{'s' if len(short) > 2 else ''} is what separates the two.")
+                       f"end{'' if many else 's'} short of that gap, so "
+                       + ("neither reading is" if len(short) == 2 else "none of these readings is" if many
+                          else "that reading is not") + " what separates the two.")
         if reach:
             out.append(f" {'The' if short else cell[0].upper() + cell[1:] + ': the'} interval{'s' if len(reach) > 1 else ''} "
                        f"of {and_join(reach)} still reach{'' if len(reach) > 1 else 'es'} the gap; more seeds would tell.")
+        if past:
+            out.append(f" {'The' if short or reach else cell[0].upper() + cell[1:] + ': the'} paired "
+                       f"interval{'s' if len(past) > 1 else ''} of {and_join(past)} overshoot{'' if len(past) > 1 else 's'} "
+                       f"that gap: {'those readings move' if len(past) > 1 else 'that reading moves'} the cell past the "
+                       "paper's, so it does not reproduce the paper's number either.")
     return "".join(out)
 
 

@@ -673,6 +673,13 @@ def test_ablation_verdict_rules_out_only_readings_whose_interval_ends_short_of_t
     assert "still reaches" in report._ablation_verdict([row("caffe_xavier", (2.0, 0.5, 15))])
     assert report._ablation_verdict([row("caffe_xavier", (2.0, math.nan, 1))]) == ""
     assert "neither reading" in report._ablation_verdict([tight, row("caffe_xavier", (-0.4, 0.8, 15))])
+    # an interval wholly beyond the gap overshoots the paper: not ruled out as too small, not a match either
+    past = {**row("first k per class", (8.0, 1.5, 15)), "gap": 4.5}
+    v = report._ablation_verdict([tight, past])
+    assert "ends short of that gap, so that reading is not what separates the two." in v
+    assert ("paired interval of `first k per class` (+8.0 ± 1.5 over 15 seeds), which leaves the cell 4.5 points "
+            "above the paper's mean, overshoots that gap") in v and "still reaches" not in v
+    assert "still reaches" in report._ablation_verdict([{**past, "diff": (8.0, 6.0, 15)}])  # 2.0 < 2.3: reaches
 
 
 def test_collect_merges_the_results_file_of_another_machine(tmp_path):
