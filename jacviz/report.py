@@ -444,7 +444,8 @@ def _readings(draws: list[dict]) -> list[tuple[str, dict, str]]:
     if any(r["config"].get("few_shot_draw") == "first" for r in draws):
         out.append(("first k per class", {"few_shot_draw": "first"},
                     "the first k samples of each class in the training set's order for every seed, not a draw per "
-                    "seed: the seeds vary only the initial weights"))
+                    "seed: the seeds vary only the initial weights (one fixed subset of many; another would land "
+                    "elsewhere)"))
     return out
 
 
