@@ -228,6 +228,8 @@ def seeds_text(study: list[dict], mixes=TABLE1) -> str:
     by_seed: dict = {}
     for p in study:
         by_seed.setdefault(p["seed"], []).append(p["variant"])
+    if len(by_seed) > 1 and all(set(mixes) <= set(vs) for vs in by_seed.values()):
+        return f"seeds {and_join([str(s) for s in sorted(by_seed)])} of every mix"
     return "; ".join(f"seed {s} of " + ("every mix" if set(mixes) <= set(vs) else and_join(sorted(set(vs), key=list(mixes).index)))
                      for s, vs in sorted(by_seed.items()))
 

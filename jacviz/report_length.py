@@ -206,16 +206,19 @@ def length_robustness(study: list[dict], rob: dict) -> str:
     record of a longer run."""
     from .robustness import aggregate_seeds, attack_failure_flags
     by_key = {m["key"]: m for m in rob.get("models", [])}
-    recs = []
+    recs, twins = [], []  # twins: (short label, long label, what they are) of the pairs with both records
     for p in study:
         lo, sh = by_key.get(p["long"]["key"]), by_key.get((p["short"] or {}).get("key"))
         if lo is None:
             continue
+        labels = []
         for m, run in ((sh, p["short"]), (lo, p["long"])):
             if m is not None:
-                recs.append({**m, "label": f"{p['variant']}, {run['config']['iterations']:,} it."
-                                          + (f" (seed {p['seed']})" if p["seed"] else ""),
-                             "group_key": m["key"]})
+                labels.append(f"{p['variant']}, {run['config']['iterations']:,} it."
+                              + (f" (seed {p['seed']})" if p["seed"] else ""))
+                recs.append({**m, "label": labels[-1], "group_key": m["key"]})
+        if len(labels) == 2:
+            twins.append((*labels, p["variant"] + (f" (seed {p['seed']})" if p["seed"] else "")))
     if not recs:
         return ""
     rows = robustness_rows({"models": recs, "groups": aggregate_seeds(recs)})
@@ -223,16 +226,17 @@ def length_robustness(study: list[dict], rob: dict) -> str:
     lines = [robustness_markdown(rows), "",
              f"Same attacks and test images as the robustness tables below (first {and_join(sorted({str(m['n']) for m in recs}))}; "
              "median minimal L2 fooling distance in [0,1] pixel space; a misclassified clean image counts as fooled at 0)."]
-    pairs = [(a, b) for a, b in zip(rows, rows[1:]) if a["label"].split(",")[0] == b["label"].split(",")[0]
-             and "cw" in a["median"] and "cw" in b["median"]]
-    for a, b in pairs:
+    by_label = {r["label"]: r for r in rows}
+    pairs = [(by_label[s], by_label[lo], name) for s, lo, name in twins
+             if "cw" in by_label[s]["median"] and "cw" in by_label[lo]["median"]]
+    for a, b, name in pairs:
         ra, rb = jac[a["label"]], jac[b["label"]]
         ja, jb = (x["training_metrics"].get("jac_fro_normalized") for x in (ra, rb))
         worst = (f" (per-sample worst case over the attacks {a['median']['worst'][0]:.3f} → {b['median']['worst'][0]:.3f}"
                  + ("; CW stalled, see its attack flag"
                     if attack_failure_flags(ra["distances"]) or attack_failure_flags(rb["distances"]) else "")
                  + ")") if "worst" in a["median"] and "worst" in b["median"] else ""
-        lines.append(f"{a['label'].split(',')[0]}: training longer changed clean accuracy {a['clean'][0]:.1f} → "
+        lines.append(f"{name}: training longer changed clean accuracy {a['clean'][0]:.1f} → "
                      f"{b['clean'][0]:.1f}% and the median CW distance {a['median']['cw'][0]:.3f} → "
                      f"{b['median']['cw'][0]:.3f}{worst}"
                      + (f" while ‖J‖_F went {ja:.2f} → {jb:.2f}." if ja and jb else ".")

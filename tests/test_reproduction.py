@@ -482,6 +482,7 @@ def test_the_tables_switch_schedule_at_two_seeds_of_every_mix():
     study = report.length_study(short + nproj3 + two)
     assert len(study) == 10 and "(`report.table_iterations`; 1 mix still short of that)" in report.why_beside(
         study, runs=short + nproj3 + two)
+    assert report.seeds_text(study) == "seeds 0 and 1 of every mix"
     assert report.table_iterations([r for r in short if r["config"]["seed"] == 0] + one)[arch] == 150000
 
 
@@ -505,6 +506,27 @@ def test_the_longer_runs_are_averaged_over_seeds_beside_the_paper():
         assert cells[9] == f"{report.PAPER_TABLE2[v][0]} ± {report.PAPER_TABLE2[v][1]}"
     one_seed = [p for p in study if p["seed"] == 0]
     assert length_means(one_seed, report.PAPER_TABLE1) == ""  # one seed a mix: the per-seed table says it all
+
+
+def test_length_robustness_compares_each_run_with_its_own_twin():
+    """The shipped records (two seeds of some mixes at 150k, each with robustness): every sentence and
+    both-correct table compares a long run with the short run of the same mix and seed, never seed 0's long
+    run with seed 1's short one."""
+    from jacviz.report_length import length_robustness
+    runs = json.loads((grid.RESULTS_DIR / "mnist_runs.json").read_text())["runs"]
+    rob = json.loads((grid.RESULTS_DIR / "mnist_robustness.json").read_text())
+    by_key = {m["key"]: m for m in rob["models"]}
+    study = [p for p in report.length_study(runs) if p["long"]["key"] in by_key and p["short"]["key"] in by_key]
+    assert any(p["seed"] == 1 for p in study) and any(p["seed"] == 0 for p in study)
+    text = length_robustness(study, rob)
+    said = [line for line in text.splitlines() if ": training longer changed clean accuracy" in line]
+    assert len(said) == len(study)
+    for p, line in zip(study, said):
+        name = p["variant"] + (f" (seed {p['seed']})" if p["seed"] else "")
+        acc = [100 * by_key[p[w]["key"]]["clean_accuracy"] for w in ("short", "long")]
+        assert line.startswith(f"{name}: training longer changed clean accuracy {acc[0]:.1f} → {acc[1]:.1f}%")
+        jac = [p[w]["metrics"]["jac_fro_normalized"] for w in ("short", "long")]
+        assert f"while ‖J‖_F went {jac[0]:.2f} → {jac[1]:.2f}." in line
 
 
 def test_a_partial_paper_schedule_gets_a_training_length_section(results_dir, tmp_path):
