@@ -68,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"unknown init {self.init!r}; choose one of {sorted(INITS)}")
         if self.few_shot_draw not in FEW_SHOT_DRAWS:
             raise ValueError(f"unknown few_shot_draw {self.few_shot_draw!r}; choose one of {FEW_SHOT_DRAWS}")
+        if self.few_shot_draw != "random" and not self.few_shot_k:
+            raise ValueError("few_shot_draw picks a few-shot run's samples; all-data runs (few_shot_k None) use them all")
         if self.init != "paper" and self.model == "resnet18":
             raise ValueError("ResNet-18 uses PyTorch's default init (Appendix D); the init ablations are for "
                              "the Xavier-initialized LeNet' and DDNet")

@@ -170,8 +170,9 @@ def few_shot_indices(y: torch.Tensor, k: int, seed: int, draw: str = "random") -
     """Indices (sorted) of ``k`` samples per class of labels ``y`` (N,) (Table 1): drawn without replacement
     with ``seed`` (draw='random'), or the first k of each class in the order of ``y`` whatever the seed
     (draw='first', an ablation: ``TrainConfig.few_shot_draw``)."""
-    if draw not in ("random", "first"):
-        raise ValueError(f"draw must be 'random' or 'first', not {draw!r}")
+    from .config import FEW_SHOT_DRAWS
+    if draw not in FEW_SHOT_DRAWS:
+        raise ValueError(f"draw must be one of {FEW_SHOT_DRAWS}, not {draw!r}")
     g = torch.Generator().manual_seed(seed)
     picks = []
     for c in torch.unique(y).tolist():

@@ -45,7 +45,7 @@ import torch
 
 import models
 from jacviz import grid
-from jacviz.config import TrainConfig
+from jacviz.config import FEW_SHOT_DRAWS, TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     p.add_argument("--momentum", type=float, default=TrainConfig.momentum,
                    help="SGD momentum (default the paper's 0.9); 0 reads the few-shot sentence, which names none, as "
                         "plain full-batch gradient descent: an ablation")
-    p.add_argument("--draw", default="random", choices=("random", "first"),
+    p.add_argument("--draw", default="random", choices=FEW_SHOT_DRAWS,
                    help="which k samples per class (TrainConfig.few_shot_draw): drawn with each seed (default, the "
                         "tables'), or the first k of each class for every seed, an ablation")
     p.add_argument("--threads", type=int, default=1)

@@ -99,7 +99,9 @@ def test_init_field_keeps_old_keys_and_labels_ablations():
     assert "1/class (the first of each class)" in f.describe()
     assert TrainConfig.from_dict(f.to_dict()) == f and TrainConfig.from_dict(c.to_dict()).key() == c.key()
     with pytest.raises(ValueError, match="unknown few_shot_draw"):
-        TrainConfig(few_shot_draw="last")
+        TrainConfig(few_shot_k=1, few_shot_draw="last")
+    with pytest.raises(ValueError, match="all-data runs"):
+        TrainConfig(few_shot_draw="first")
     with pytest.raises(ValueError, match="unknown init"):
         TrainConfig(init="he")
     with pytest.raises(ValueError, match="ResNet-18"):
