@@ -155,6 +155,11 @@ def _seeds_by_length(records: list[dict]) -> dict:
     return out
 
 
+def _all_mixes(by_len: dict) -> set:
+    """Every mix of one architecture's :func:`_seeds_by_length` entry, at any length."""
+    return set().union(*(m.keys() for m in by_len.values()))
+
+
 def table_iterations(records: list[dict]) -> dict:
     """{(model, dataset): the full-data training length the tables and figures use}: per architecture, the
     longest schedule with at least ``TABLE_MIN_SEEDS`` seeds of every full-data mix the architecture has at any
@@ -165,7 +170,7 @@ def table_iterations(records: list[dict]) -> dict:
     'schedule' experiment's runs (``grid.is_schedule_study``) never count."""
     out = {}
     for arch, by_len in _seeds_by_length(records).items():
-        wanted = set().union(*(m.keys() for m in by_len.values()))
+        wanted = _all_mixes(by_len)
 
         def covered(n, k):
             return all(len(by_len[n].get(m, ())) >= k for m in wanted)
@@ -178,8 +183,7 @@ def uncovered_mixes(records: list[dict], iterations: int, model: str = "lenet", 
     """How many of the architecture's full-data mixes have fewer than ``TABLE_MIN_SEEDS`` seeds at
     ``iterations`` (what stands between that schedule and the tables, :func:`table_iterations`)."""
     by_len = _seeds_by_length(records).get((model, dataset), {})
-    wanted = set().union(*(m.keys() for m in by_len.values()))
-    return sum(len(by_len.get(iterations, {}).get(m, ())) < TABLE_MIN_SEEDS for m in wanted)
+    return sum(len(by_len.get(iterations, {}).get(m, ())) < TABLE_MIN_SEEDS for m in _all_mixes(by_len))
 
 
 def longest_schedule(records: list[dict]) -> list[dict]:

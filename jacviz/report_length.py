@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .grid import PAPER_ITERATIONS
-from .report import _md_table, agreement, agrees, and_join, final_ce, fmt, mean_ci, robustness_markdown, robustness_rows
+from .report import _md_table, _t975, agreement, agrees, and_join, final_ce, fmt, mean_ci, robustness_markdown, robustness_rows
 
 Paper = Mapping[str, Mapping]
 
@@ -185,7 +185,8 @@ def length_means(study: list[dict], paper: Paper, paper_usps: Mapping | None = N
             f"‖J‖_F ({n_lo:,} it.)", "paper ‖J‖_F", "intervals overlap"]
     if paper_usps:
         head += [f"USPS acc. % ({n_lo:,} it.)", "paper USPS", "intervals overlap"]
-    two = " (Student's t: with 2 seeds the half-width is 12.7 standard errors)" if 2 in map(len, by_mix.values()) else ""
+    two = (f" (Student's t: with 2 seeds the half-width is {_t975(2):.1f} standard errors)"
+           if 2 in map(len, by_mix.values()) else "")
     at = "the paper's schedule" if n_lo == PAPER_ITERATIONS else f"{n_lo:,} iterations"
     md = [f"Tables 1 and 2 at {at}: each mix's {n_lo:,}-iteration runs, mean over their seeds.\n",
           _md_table(head, rows), "",
