@@ -261,6 +261,9 @@ def test_robustness_page_shows_the_shipped_reproduction_results(app):
     table = app.dataframe[0].value
     assert list(table["model"]) == [m["label"] for m in shipped["models"] if m["label"] in expected]
     assert set(table["n"]) == {m["n"] for m in shipped["models"]}
+    # each row says how long its model trained (the tables' schedule, not the paper's 150k)
+    assert list(table["training iterations"]) == [m["config"]["iterations"] for m in shipped["models"]
+                                                  if m["label"] in expected]
     if len(labels) > len(expected):
         show.set_value(expected + [labels[-1]]).run()
         assert not app.exception, _errors(app)
@@ -341,6 +344,10 @@ def test_robustness_and_about_show_the_cifar10_reproduction(app):
     cifar_table = app.dataframe[1].value  # after the MNIST one
     assert set(cifar_table["n"]) == {m["n"] for m in rob["models"]}
     assert cifar_table["clean accuracy"].between(0.1, 1.0).all()
+    current = report.current_robustness(rob)
+    shown = {g["group_key"] for g in current["groups"] if g["label"] in show.value}
+    assert set(cifar_table["training iterations"]) == {m["config"]["iterations"] for m in current["models"]
+                                                       if m["group_key"] in shown}
     resnet = [g["label"] for g in rob["groups"] if g["label"].startswith("resnet18 ")]
     if resnet:  # DDNet and ResNet-18 runs of one mix are told apart by architecture, and each can be shown
         assert any(g["label"].startswith("ddnet ") for g in rob["groups"])

@@ -71,7 +71,9 @@ def show(results: dict, source: str, key: str, path: str) -> None:
     for r in results.get("models", []):
         if r.get("group_key") not in keys:
             continue
-        row = {"model": keys[r["group_key"]], "seed": r.get("seed"), "n": r.get("n"),
+        cfg = r.get("config") if isinstance(r.get("config"), dict) else {}
+        row = {"model": keys[r["group_key"]], "seed": r.get("seed"), "training iterations": cfg.get("iterations"),
+               "n": r.get("n"),
                "clean accuracy": r.get("clean_accuracy")}
         for meth, d in r.get("distances", {}).items():
             s = robustness.summarize(d)
@@ -84,7 +86,9 @@ def show(results: dict, source: str, key: str, path: str) -> None:
     table = pd.DataFrame(rows)
     if not table.empty:
         st.dataframe(table, hide_index=True, width="stretch")
-        st.caption("Median L2 fooling distance: over the evaluated samples, 0 for samples already misclassified, "
+        st.caption("Training iterations: SGD steps of the model's run (the paper trains 150,000; fewer "
+                   "iterations leave a model undertrained, see REPRODUCTION.md). "
+                   "Median L2 fooling distance: over the evaluated samples, 0 for samples already misclassified, "
                    "∞ (shown as inf) when more than half were never fooled within the attack's budget. "
                    "Never fooled: fraction of samples the attack did not fool within its budget.")
     ran_checks = any("masking_flags" in r for r in results.get("models", []))
