@@ -139,7 +139,9 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, progress: Progre
 
     out_dir: where ``<key>.pt`` (final) and ``<key>.resume.pt`` (periodic) go; None = no files.
     progress: called with a dict every few iterations ({'kind': 'step', 'iteration', 'total',
-      'loss', 'ce', 'jr', 'lr'}) and after each evaluation ({'kind': 'eval', ...metrics}).
+      'loss', 'ce', 'jr', 'lr', 'elapsed_s': wall seconds of training so far, earlier sessions of a resumed
+      run included, 'eta_s': seconds the remaining iterations will take at this session's pace, evaluations
+      included, the final one not}) and after each evaluation ({'kind': 'eval', ...metrics}).
     resume: continue from ``<key>.resume.pt`` when it exists (same result as uninterrupted).
     stop_after: stop (as if interrupted) after this many iterations, leaving the resume file.
     n_jac_during: test samples for the mean ||J||_F at intermediate evaluations (final: config.jac_samples).
@@ -210,7 +212,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
                desc=f"train {config.label()}", unit="it", dynamic_ncols=True)
     perm_cache: dict = {}
     t0 = time.perf_counter() - wall
-    last_save = time.perf_counter()
+    t_session = last_save = time.perf_counter()
     run = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "n": 0}
     model.train()
     for it in range(start, end):
@@ -242,8 +244,10 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
         done = it + 1
         bar.update(1)
         if progress and (done % 20 == 0 or done == config.iterations):
+            now = time.perf_counter()
             progress({"kind": "step", "iteration": done, "total": config.iterations,
-                      "loss": loss.item(), "ce": ce.item(), "jr": jr_val.item(), "lr": lr})
+                      "loss": loss.item(), "ce": ce.item(), "jr": jr_val.item(), "lr": lr,
+                      "elapsed_s": now - t0, "eta_s": (now - t_session) / (done - start) * (config.iterations - done)})
         if done % config.eval_every == 0 or done == config.iterations:
             m = evaluate(model, config.dataset, config.eval_samples, n_jac_during)
             n = max(1, run["n"])

@@ -70,6 +70,36 @@ def test_a_run_killed_between_iteration_saves_resumes_from_its_time_based_save(t
     assert resumed.finished and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_step_events_carry_elapsed_time_and_a_pace_based_eta_across_a_resume(tmp_path):
+    """The Train page's progress bar says how long a run took and how long its remaining iterations will take:
+    step events carry elapsed_s (earlier sessions of a resumed run included) and eta_s, the remaining
+    iterations at this session's pace (so a resumed run is not projected from its first session's speed)."""
+    from jacviz.ui.common import duration_text, step_text
+
+    cfg = TrainConfig(iterations=80, milestones=(), eval_every=40, checkpoint_every=40, eval_samples=200,
+                      jac_samples=20, device="cpu")
+    steps = []
+    fit(cfg, out_dir=tmp_path, show_progress=False, stop_after=40,
+        progress=lambda ev: steps.append(ev) if ev["kind"] == "step" else None)
+    assert [e["iteration"] for e in steps] == [20, 40]
+    assert 0 < steps[0]["elapsed_s"] < steps[1]["elapsed_s"]
+    for e in steps:  # remaining iterations at the pace so far: elapsed / done * left
+        assert e["eta_s"] == pytest.approx(e["elapsed_s"] / e["iteration"] * (80 - e["iteration"]), rel=1e-3, abs=1e-3)
+    wall = torch.load(tmp_path / f"{cfg.key()}.resume.pt", weights_only=True)["wall_time_s"]
+    resumed = []
+    fit(cfg, out_dir=tmp_path, show_progress=False, resume=True,
+        progress=lambda ev: resumed.append(ev) if ev["kind"] == "step" else None)
+    assert [e["iteration"] for e in resumed] == [60, 80]
+    assert wall < resumed[0]["elapsed_s"] < resumed[1]["elapsed_s"]  # the first session's time counts
+    this_session = resumed[0]["elapsed_s"] - wall  # 20 iterations' worth, projected onto the 20 left
+    assert resumed[0]["eta_s"] == pytest.approx(this_session, rel=1e-3, abs=1e-3)
+    assert resumed[1]["eta_s"] == 0
+    assert step_text(resumed[1]).endswith(f"· {duration_text(resumed[1]['elapsed_s'])} elapsed")
+    assert "to go (then the final evaluation)" in step_text(resumed[0])
+    assert [duration_text(s) for s in (0.4, 59.6, 185, 3599, 7620)] == ["0 s", "1 min 00 s", "3 min 05 s",
+                                                                         "59 min 59 s", "2 h 07 min"]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_interrupted_then_resumed_on_cuda(tmp_path):
     """A CUDA run resumes from its file (whose RNG states must be restored as CPU byte tensors) and

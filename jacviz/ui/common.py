@@ -244,3 +244,25 @@ def restore(page: str) -> None:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def duration_text(seconds: float) -> str:
+    """'45 s', '3 min 05 s', '2 h 07 min' (rounded to whole seconds / minutes)."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    m = round(s / 60)
+    return f"{m // 60} h {m % 60:02d} min"
+
+
+def step_text(ev: dict) -> str:
+    """The Train page's progress-bar text for a ``train.fit`` step event: where the run is, its loss and
+    lr, the time it has taken and, at its pace so far, the time the remaining iterations will take."""
+    text = f"iteration {ev['iteration']:,}/{ev['total']:,} · loss {ev['loss']:.4f} · lr {ev['lr']:g}"
+    if "elapsed_s" in ev:
+        text += f" · {duration_text(ev['elapsed_s'])} elapsed"
+        if ev["iteration"] < ev["total"]:
+            text += f", about {duration_text(ev['eta_s'])} to go (then the final evaluation)"
+    return text

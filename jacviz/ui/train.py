@@ -109,8 +109,7 @@ if submitted:
     def progress(ev):
         if ev["kind"] == "step":
             steps.append({"iteration": ev["iteration"], "loss": ev["loss"], "cross-entropy": ev["ce"]})
-            bar.progress(min(1.0, ev["iteration"] / ev["total"]),
-                         text=f"iteration {ev['iteration']}/{ev['total']} · loss {ev['loss']:.4f} · lr {ev['lr']:g}")
+            bar.progress(min(1.0, ev["iteration"] / ev["total"]), text=common.step_text(ev))
             if time.monotonic() - last["t"] > 1.0:
                 last["t"] = time.monotonic()
                 draw()
