@@ -298,9 +298,24 @@ def _pool_map(fn, tasks: list, workers: int, threads: int, log):
         _init_worker(threads)
         return [report(i, fn(t)) for i, t in enumerate(tasks)]
     import multiprocessing as mp
+    import signal
+    import threading
     ctx = mp.get_context("spawn")  # fork after torch initialised its thread pool can hang
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
-        return [report(i, r) for i, r in enumerate(pool.imap_unordered(fn, tasks))]
+    # `kill <grid pid>` (SIGTERM) would end this process at once and leave the workers training as orphans:
+    # turn it into an exception, so that leaving the `with` terminates the pool (a finished run's checkpoint is
+    # on disk already; a running one keeps its resume file)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main else None
+    try:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
+            return [report(i, r) for i, r in enumerate(pool.imap_unordered(fn, tasks))]
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum, frame):
+    raise SystemExit(f"grid stopped by signal {signum}; its worker processes were terminated")
 
 
 # ----------------------------------------------------------------------------- collect

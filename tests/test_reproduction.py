@@ -330,6 +330,55 @@ def test_a_training_worker_reports_its_pace_between_evaluations(capsys):
     assert "0.97 s an iteration over the last 620" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"), reason="reads child processes from /proc (Linux)")
+def test_killing_the_grid_stops_its_worker_processes():
+    """`kill <pid>` of a grid running several workers (SIGTERM) must not leave them training as orphans,
+    each holding a core for hours: they end with the grid. The workers here sleep instead of training."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    def children(pid):
+        out = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:  # field 4 of /proc/<pid>/stat: the parent's pid
+                out.append(int(stat.parent.name))
+        return out
+
+    root = Path(__file__).resolve().parent.parent
+    grid_proc = subprocess.Popen([sys.executable, "-c", "import time; from jacviz import grid; "
+                                  "grid._pool_map(time.sleep, [600, 600], 2, 1, print)"], cwd=root)
+    workers = []
+    try:
+        end = time.time() + 120
+        while time.time() < end and len(workers) < 2:  # the two workers (and the resource tracker) start
+            time.sleep(0.5)
+            workers = [c for c in children(grid_proc.pid)
+                       if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2, workers
+        time.sleep(2)  # inside their tasks
+        grid_proc.send_signal(signal.SIGTERM)
+        assert grid_proc.wait(timeout=60) != 0
+        end = time.time() + 30
+        while time.time() < end and any(Path(f"/proc/{w}").exists() for w in workers):
+            time.sleep(0.2)
+        assert not [w for w in workers if Path(f"/proc/{w}").exists()], "workers outlived the grid"
+    finally:
+        for pid in [grid_proc.pid, *workers]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        grid_proc.wait(timeout=10)
+
+
 def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch, capsys):
     """A run whose loss becomes NaN (as DDNet + dropout on 1 CIFAR image per class did at the paper's
     lr, at iteration 5,167) is written down as diverged, collected as such, not retried, and does not
