@@ -310,7 +310,7 @@ def _pool_map(fn, tasks: list, workers: int, threads: int, log):
         with ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
             return [report(i, r) for i, r in enumerate(pool.imap_unordered(fn, tasks))]
     finally:
-        if main:
+        if main and previous is not None:  # None: a handler not set from Python, which cannot be put back
             signal.signal(signal.SIGTERM, previous)
 
 

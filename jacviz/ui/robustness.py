@@ -86,8 +86,8 @@ def show(results: dict, source: str, key: str, path: str) -> None:
     table = pd.DataFrame(rows)
     if not table.empty:
         st.dataframe(table, hide_index=True, width="stretch")
-        st.caption("Training iterations: SGD steps of the model's run (the paper trains 150,000; fewer "
-                   "iterations leave a model undertrained, see REPRODUCTION.md). "
+        st.caption("Training iterations: SGD steps of the model's run (the paper's full-data runs take 150,000, "
+                   "its few-shot runs 10,000; fewer leave a model undertrained, see REPRODUCTION.md). "
                    "Median L2 fooling distance: over the evaluated samples, 0 for samples already misclassified, "
                    "∞ (shown as inf) when more than half were never fooled within the attack's budget. "
                    "Never fooled: fraction of samples the attack did not fool within its budget.")
