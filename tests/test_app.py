@@ -74,6 +74,10 @@ def test_every_page_runs(app):
         app.switch_page(page).run()
         assert not app.exception, (page, _errors(app))
         assert not app.error, (page, _errors(app))
+        if page.endswith("estimator.py"):  # a norm says its space (Table 1's is the normalized input's)
+            assert "Exact batch mean ‖J‖_F (normalized input)" in [m.label for m in app.metric]
+            app.radio(key="est_space").set_value("pixel").run()
+            assert "Exact batch mean ‖J‖_F (pixel input)" in [m.label for m in app.metric]
 
 
 def test_sample_plane_and_models_change_output(app, user_models):
@@ -120,6 +124,16 @@ def test_corrupt_and_foreign_checkpoints_listed(tmp_path, user_models, monkeypat
     assert "not a jacviz checkpoint" in side and "cannot be read" in side
     assert any("Unusable checkpoint files (2)" in e.proto.label for e in at.sidebar.expander)
     assert at.get("plotly_chart"), "the page still shows the cells"
+    assert any("Retrain such a model" in c.value for c in at.sidebar.caption)  # and what to do about them
+    # a robustness run that could not load a file says so and what to do, instead of showing fewer rows
+    run = json.loads((ROOT / "reproduction" / "mnist_robustness.json").read_text())
+    run["skipped"] = [{"path": str(tmp_path / "corrupt.pt"), "reason": "UnpicklingError: invalid load key"}]
+    (tmp_path / "robustness_runs" / "earlier").mkdir(parents=True)
+    (tmp_path / "robustness_runs" / "earlier" / "robustness.json").write_text(json.dumps(run))
+    at.switch_page("jacviz/ui/robustness.py").run()
+    assert not at.exception, _errors(at)
+    assert any("corrupt.pt` was not evaluated: it could not be loaded (UnpicklingError" in w.value
+               and "Retrain it" in w.value for w in at.warning)
 
 
 def test_url_state_round_trips(user_models, monkeypatch):
@@ -260,6 +274,8 @@ def test_robustness_page_shows_the_shipped_reproduction_results(app):
     assert list(show.value) == expected
     table = app.dataframe[0].value
     assert list(table["model"]) == [m["label"] for m in shipped["models"] if m["label"] in expected]
+    hidden = len(load_results(path)["models"]) - len(shipped["models"])  # the 150k runs stand aside, said so
+    assert (any(c.value.startswith(f"{hidden} more model") for c in app.caption)) == (hidden > 0)
     assert set(table["n"]) == {m["n"] for m in shipped["models"]}
     # each row says how long its model trained (the tables' schedule, not the paper's 150k)
     assert list(table["training iterations"]) == [m["config"]["iterations"] for m in shipped["models"]
@@ -290,6 +306,12 @@ def test_gallery_picks_a_sample_and_other_datasets(app, user_models):
     app.selectbox(key="cells_dataset").set_value("usps").run()  # MNIST models on USPS
     assert not app.exception, _errors(app)
     assert app.number_input(key="cells_sample").value < 2007 and app.get("plotly_chart")
+    # the trainer's accuracy there is MNIST's (said so, with its test-image count); USPS's own beside it
+    usps = app.dataframe[0].value
+    by_name = {e.name: e for e in common_entries()}
+    assert list(usps["USPS acc. (trainer)"]) == [by_name[m].ckpt.metrics["usps_acc"] for m in usps["model"]]
+    assert list(usps["test images (trainer)"]) == [by_name[m].ckpt.metrics["n_test"] for m in usps["model"]]
+    assert any("own dataset (MNIST)" in c.value for c in app.caption)
     if not any(i.value.startswith("No usable checkpoint") for i in app.info):
         app.selectbox(key="cells_dataset").set_value("cifar10").run()
         assert not app.exception, _errors(app)
@@ -305,6 +327,11 @@ def test_about_shows_the_reproduction_tables(app):
         pytest.skip("no reproduction/mnist_runs.json in this checkout")
     app.switch_page("jacviz/ui/about.py").run()
     assert not app.exception, _errors(app)
+    # the shipped checkpoints' table says each one's seed and how many test images its ‖J‖_F averages
+    manifest = json.loads((ROOT / "checkpoints" / "manifest.json").read_text())["checkpoints"]
+    shipped = app.dataframe[0].value
+    want = {e["file"]: (e["config"]["seed"], e["metrics"]["n_jac"]) for e in manifest}
+    assert {f: (s, n) for f, s, n in zip(shipped["file"], shipped["seed"], shipped["‖J‖_F test samples"])} == want
     all_runs = json.loads(runs_file.read_text())["runs"]
     runs = report.longest_schedule(all_runs)  # a longer schedule's runs stand beside Table 1 until complete
     wide, _ = report.table1_markdown(report.table1_rows(runs), details=False)
@@ -413,3 +440,9 @@ def test_cifar10_decision_cells_and_gallery(cifar_user_model, monkeypatch):
     at.number_input(key="cells_sample").set_value(4).run()
     assert not at.exception, _errors(at)
     assert _figure(at)["data"] != fig["data"]
+
+
+def common_entries():
+    """The models the app lists (outside a script run: the scan itself, uncached)."""
+    from jacviz.ui import common
+    return common.scan_models()[0]

@@ -75,26 +75,29 @@ if manifest_path.is_file():
             m = e.get("metrics", {})
             cfg = e.get("config", {})
             rows.append({"model": cfg.get("model"), "dataset": cfg.get("dataset"), "iterations": cfg.get("iterations"),
-                         "label": e.get("label"), "file": e.get("file"),
+                         "label": e.get("label"), "seed": cfg.get("seed"), "file": e.get("file"),
                          "test acc.": m.get("test_acc"), "USPS acc.": m.get("usps_acc"),
                          "‖J‖_F normalized": m.get("jac_fro_normalized"),
                          "‖J‖_F pixel": m.get("jac_fro_pixel"),
-                         "test samples": m.get("n_test"), "train time (s)": m.get("train_time_s"),
+                         "test samples": m.get("n_test"), "‖J‖_F test samples": m.get("n_jac"),
+                         "train time (s)": m.get("train_time_s"),
                          "device": e.get("meta", {}).get("device_name") or e.get("meta", {}).get("device"),
                          "how trained": e.get("trained")})
         source = f"from `{manifest_path}`"
     except (OSError, ValueError) as err:
-        st.warning(f"`{manifest_path}` could not be read ({err}); listing the checkpoint files instead.")
+        st.warning(f"`{manifest_path}` could not be read ({err}); listing the checkpoint files instead "
+                   "(`python -m jacviz manifest` rewrites it).")
 if not rows:
     for e in common.scan_models()[0]:
         if e.source != "shipped":
             continue
         m = e.ckpt.metrics
         rows.append({"model": e.config.model, "dataset": e.config.dataset, "iterations": e.config.iterations,
-                     "label": e.config.label(), "file": e.ckpt.path.name,
+                     "label": e.config.label(), "seed": e.config.seed, "file": e.ckpt.path.name,
                      "test acc.": m.get("test_acc"), "USPS acc.": m.get("usps_acc"),
                      "‖J‖_F normalized": m.get("jac_fro_normalized"), "‖J‖_F pixel": m.get("jac_fro_pixel"),
-                     "test samples": m.get("n_test"), "train time (s)": m.get("train_time_s"),
+                     "test samples": m.get("n_test"), "‖J‖_F test samples": m.get("n_jac"),
+                     "train time (s)": m.get("train_time_s"),
                      "device": e.ckpt.meta.get("device_name") or e.ckpt.meta.get("device"),
                      "how trained": e.config.describe()})
     source = "read from the checkpoint files (no manifest.json yet)"
@@ -108,10 +111,10 @@ if rows:
     short = [s for s in scheds if s[2] < PAPER_ITERATIONS]
     st.caption(
         f"{len(rows)} checkpoints, {source}. Measured by the trainer after training: clean accuracy "
-        "on the test set of the model's dataset (MNIST models also on the USPS test set, 2,007 images "
-        "upsampled to 28×28), mean exact ‖J(x)‖_F over the test samples (the first 1,000 for CIFAR-10) "
-        "w.r.t. the normalized input and w.r.t. [0, 1] pixels, and wall time. These are single runs (seed 0) "
-        "of " + ", ".join(f"{m} on {d}: {i:,} SGD iterations" for m, d, i in scheds) + "."
+        "on the first 'test samples' of the test set of the model's dataset (MNIST models also on the USPS test "
+        "set, 2,007 images upsampled to 28×28), mean exact ‖J(x)‖_F over the first '‖J‖_F test samples' "
+        "w.r.t. the normalized input and w.r.t. [0, 1] pixels, and wall time. Single runs (one seed each, "
+        f"the 'seed' column) of " + ", ".join(f"{m} on {d}: {i:,} SGD iterations" for m, d, i in scheds) + "."
         + (" Those shorter than the paper's 150k iterations show the regularizers' ordering after the same "
            "short training, not the paper's exact numbers." if short else ""))
     st.download_button("Download table (CSV)", df.to_csv(index=False), "checkpoints.csv", "text/csv")
@@ -135,7 +138,9 @@ def _results(path: Path) -> dict | None:
         return {**results, "runs": longest_schedule(results["runs"]), "all_runs": results["runs"],
                 "diverged": longest_schedule(results.get("diverged", []))}
     except (OSError, ValueError) as err:
-        st.warning(f"`{path}` could not be read ({type(err).__name__}: {err}).")
+        st.warning(f"`{path}` could not be read ({type(err).__name__}: {err}); restore it with "
+                   "`git checkout reproduction/` or rebuild it with `python -m jacviz grid --stage collect` "
+                   "(`--dataset cifar10` for CIFAR-10's).")
         return None
 
 

@@ -182,6 +182,9 @@ def sidebar() -> None:
         with st.expander(f"Unusable checkpoint files ({len(bad)})", expanded=bool(bad)):
             if not bad:
                 st.caption("None: every *.pt file in both folders loaded.")
+            else:
+                st.caption("Retrain such a model on the *Train* page (a checkpoint of an older jacviz), or move "
+                           "the file out of its folder, then *Rescan checkpoint folders*.")
             for path, reason in bad:
                 st.markdown(f"- `{path}`  \n  {reason}")
         if st.button("Rescan checkpoint folders", help="Reload every checkpoint file from disk"):

@@ -36,7 +36,14 @@ def _load(path: str, mtime_ns: int, current: bool = False) -> dict:
     a longer one (short CPU runs once the paper's exist) are left out, as in REPRODUCTION.md."""
     from jacviz.report import current_robustness
     res = robustness.load_results(path)
-    return current_robustness(res) if current else res
+    if not current:
+        return res
+    cur = current_robustness(res)
+    hidden = len(res.get("models", [])) - len(cur.get("models", []))
+    return {**cur, "hidden": (f"{hidden} more model{'s' if hidden > 1 else ''} of this file, trained on another "
+                              "schedule than the tables' (REPRODUCTION.md, *Training length*), "
+                              f"{'are' if hidden > 1 else 'is'} left out here and kept in the JSON download.")
+            if hidden else ""}
 
 
 def _cw_text(cw: dict, name: str = "") -> str:
@@ -52,9 +59,14 @@ def _figures(results: dict, labels: tuple) -> dict:
 def show(results: dict, source: str, key: str, path: str) -> None:
     """Figures, summary table, masking flags and downloads of one results dict."""
     groups = results.get("groups", [])
+    for sk in results.get("skipped", []):
+        st.warning(f"`{sk['path']}` was not evaluated: it could not be loaded ({sk['reason']}). Retrain it "
+                   "on the *Train* page or remove it, then run the evaluation again.")
     if not groups:
         st.info("These results hold no evaluated model.")
         return
+    if results.get("hidden"):
+        st.caption(results["hidden"])
     meta = results.get("meta", {})
     labels = [g["label"] for g in groups]
     # more than six curves per panel hide each other: start with the first five (the Table-1 mixes in the
@@ -138,14 +150,17 @@ if SHIPPED.is_file():
     try:
         show(_load(str(SHIPPED), SHIPPED.stat().st_mtime_ns, True), f"`{SHIPPED}`", "shipped", str(SHIPPED))
     except (OSError, ValueError, KeyError) as err:
-        st.warning(f"`{SHIPPED}` could not be read ({type(err).__name__}: {err}).")
+        st.warning(f"`{SHIPPED}` could not be read ({type(err).__name__}: {err}); restore it with "
+                   "`git checkout reproduction/` or rebuild it with `python -m jacviz grid --stage collect`.")
     if SHIPPED_CIFAR.is_file():
         st.markdown("**CIFAR-10 (DDNet; ResNet-18 where run)**")
         try:
             show(_load(str(SHIPPED_CIFAR), SHIPPED_CIFAR.stat().st_mtime_ns, True), f"`{SHIPPED_CIFAR}`",
                  "cifar10", str(SHIPPED_CIFAR))
         except (OSError, ValueError, KeyError) as err:
-            st.warning(f"`{SHIPPED_CIFAR}` could not be read ({type(err).__name__}: {err}).")
+            st.warning(f"`{SHIPPED_CIFAR}` could not be read ({type(err).__name__}: {err}); restore it with "
+                       "`git checkout reproduction/` or rebuild it with "
+                       "`python -m jacviz grid --dataset cifar10 --stage collect`.")
 else:
     st.info(f"No precomputed results yet (`{SHIPPED}`). Write them with "
             "`python -m jacviz robustness --checkpoints checkpoints --out checkpoints --no-png`, "
@@ -180,6 +195,8 @@ if go_run:
         st.warning("Pick at least one model and one attack.")
         st.stop()
     sel = [by_id[i] for i in ids]
+    for ds in sorted({e.config.dataset for e in sel}):  # a missing dataset stops here with where to put it,
+        common.load_dataset(ds, "test")                # before any model is evaluated
     cw = dict(attacks.CW_FAST if cw_preset == "fast" else attacks.CW_PAPER)
     spec = {"models": [[str(e.ckpt.path), e.ckpt.path.stat().st_mtime_ns] for e in sel],
             "attacks": sorted(chosen_attacks), "n": int(n), "cw": cw, "pgd": int(pgd_k), "masking": masking,
@@ -203,9 +220,14 @@ if go_run:
                 done["k"] += 1
 
         with st.spinner("Evaluating..."):
-            robustness.run_robustness([e.ckpt.path for e in sel], chosen_attacks, int(n), out_dir=out_dir,
-                                      device=common.device(), progress=False, cw_kwargs=cw,
-                                      pgd_iterations=int(pgd_k), masking=masking, png=False, log=log)
+            try:
+                robustness.run_robustness([e.ckpt.path for e in sel], chosen_attacks, int(n), out_dir=out_dir,
+                                          device=common.device(), progress=False, cw_kwargs=cw,
+                                          pgd_iterations=int(pgd_k), masking=masking, png=False, log=log)
+            except Exception as err:  # noqa: BLE001 (shown to the user, who can change the settings)
+                st.error(f"The evaluation failed ({type(err).__name__}: {err}). Nothing was saved; try fewer "
+                         "test samples or models, or the fast CW protocol, and run it again.")
+                st.stop()
         bar.progress(1.0, text="done")
         (out_dir / "settings.json").write_text(json.dumps(spec, indent=1))
     st.session_state["rob_last"] = str(result_file)

@@ -71,7 +71,9 @@ with st.form("train_form"):
                              max_value=10.0, value=0.0, step=0.01, format="%.4f", key="tr_lr")
         eval_samples = st.number_input("Test samples per evaluation", min_value=100, max_value=10000,
                                        value=10000, step=500, key="tr_eval_n",
-                                       help="Accuracy and mean ‖J‖_F are measured on the first N test images")
+                                       help="Accuracy at each evaluation and at the end is measured on the "
+                                            "first N test images; mean ‖J‖_F on the first min(N, 1,000) during "
+                                            "training (C backward passes an image) and on the first N at the end")
         resume = st.checkbox("Continue an interrupted run of the same config", value=True, key="tr_resume")
     submitted = st.form_submit_button("Train", type="primary")
 
@@ -103,8 +105,9 @@ if submitted:
         if evals:
             df = pd.DataFrame(evals).set_index("iteration")
             acc_box.line_chart(df[["test accuracy"]], x_label="iteration", y_label="test accuracy")
+            n_jac = evals[-1]["n_jac"]
             jac_box.line_chart(df[["‖J‖_F (normalized input)"]], x_label="iteration",
-                               y_label="mean ‖J‖_F, normalized input")
+                               y_label=f"mean ‖J‖_F, normalized input, first {n_jac:,} test images")
 
     def progress(ev):
         if ev["kind"] == "step":
@@ -115,7 +118,7 @@ if submitted:
                 draw()
         elif ev["kind"] == "eval":
             evals.append({"iteration": ev["iteration"], "test accuracy": ev["test_acc"],
-                          "‖J‖_F (normalized input)": ev["jac_fro_normalized"]})
+                          "‖J‖_F (normalized input)": ev["jac_fro_normalized"], "n_jac": ev["n_jac"]})
             draw()
 
     try:
