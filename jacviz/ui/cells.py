@@ -455,7 +455,10 @@ def export_json() -> str:
 
 
 d1, d2, _ = st.columns([1, 1, 3])
-d1.download_button("Table (CSV)", table.to_csv(index=False), f"cells_{dataset}_{index}.csv", "text/csv",
+# the CSV carries how its radii and shares were measured: they depend on the plane and the window
+csv = table.assign(dataset=dataset, sample=index, plane=plane.description, plane_seed=seed,
+                   window_half_width_L2_px=extent, resolution=resolution, clipped=clip, evaluation=mode)
+d1.download_button("Table (CSV)", csv.to_csv(index=False), f"cells_{dataset}_{index}_{plane_kind}.csv", "text/csv",
                    on_click="ignore")
 d2.download_button("Label maps (JSON)", export_json, f"cells_{dataset}_{index}_{plane_kind}.json",
                    "application/json", on_click="ignore")
