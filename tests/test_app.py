@@ -240,6 +240,23 @@ def test_robustness_run_and_cw_button(app, user_models):
     assert np.isfinite(cw.iloc[0, 1]) and not any("stopped short" in w.value for w in app.warning)
 
 
+def test_a_failed_robustness_run_says_what_to_change(app, user_models, monkeypatch):
+    """An evaluation that fails (here: an injected out-of-memory error) is an error message saying what to
+    try, not a traceback."""
+    from jacviz import robustness
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (injected)")
+    monkeypatch.setattr(robustness, "run_robustness", boom)
+    app.switch_page("jacviz/ui/robustness.py").run()
+    app.multiselect(key="rob_models").set_value(user_models[1][:1])
+    app.number_input(key="rob_n").set_value(10)
+    next(b for b in app.button if b.label == "Run").click().run()
+    assert not app.exception, _errors(app)
+    msg = " ".join(e.value for e in app.error)
+    assert "The evaluation failed (RuntimeError: CUDA out of memory (injected))" in msg and "try fewer" in msg
+
+
 def test_a_cw_that_stops_short_is_called_so_where_the_plane_crosses_a_boundary(app, user_models, monkeypatch):
     """CW starved to one Adam step of one round (c = 1e-6) finds nothing, while the plane reaches another class:
     the page says the attack stopped short instead of leaving a bare ∞ that reads as robustness."""
