@@ -1105,8 +1105,8 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
     def in_git(r):
         return r.get("checkpoint") and not r["checkpoint"].startswith("runs/") and (REPO_ROOT / r["checkpoint"]).exists()
     kept = sum(1 for r in runs if in_git(r))
-    kept_study = sorted({r["checkpoint"].rsplit("/", 1)[0] + "/" for p in study for r in [p["long"]] if in_git(r)})
-    n_study = sum(1 for p in study if in_git(p["long"]))
+    kept_study = [p["long"]["checkpoint"] for p in study if in_git(p["long"])]
+    study_dirs = ", ".join(sorted({f"`{c.rsplit('/', 1)[0]}/`" for c in kept_study}))
     hours = sum(r["metrics"].get("train_time_s", 0) for r in all_runs) / 3600
     nproj_rows = []
     base = mean_ci([r["metrics"].get("train_time_s") for r in select(runs, "none")])
@@ -1145,8 +1145,7 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
                                   if rob["models"] else "not run yet."),
           f"- **Checkpoints**: {kept} of the {len(runs)} runs have their checkpoint in git (`checkpoints/`: seed 0 "
           "of the Table-1 and defended mixes)"
-          + (f", and {n_study} of the training-length study's longer runs ({', '.join(f'`{d}`' for d in kept_study)})"
-             if n_study else "")
+          + (f", and {len(kept_study)} of the training-length study's longer runs ({study_dirs})" if kept_study else "")
           + "; the others' metrics and histories are recorded in "
           "`reproduction/mnist_runs.json` (their `checkpoint` is null or under the gitignored `runs/`): their checkpoints "
           "stayed on the machine that trained them.",
