@@ -97,6 +97,7 @@ def load(path, device: str | torch.device = "cpu") -> Checkpoint:
     try:
         config = TrainConfig.from_dict(obj["config"])
         model = models.build(config.model, dropout=config.dropout)
+        models.apply_input_norm(model, config.input_norm)  # the state dict carries it too; files predating it do not
         # float16 weights (save(half=True)) are cast to the float32 parameters by load_state_dict
         model.load_state_dict(obj["state_dict"])
     except Exception as err:

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 # Fields that do not change what is learned: left out of the checkpoint name.
 _NOT_IN_KEY = ("device", "checkpoint_every", "eval_every", "eval_samples", "jac_samples")
 FEW_SHOT_DRAWS = ("random", "first")  # TrainConfig.few_shot_draw
+# Fields added after the first checkpoints, with their defaults: left out of the key while at the default, so
+# every earlier checkpoint keeps its name (and records that predate a field read as its default).
+_ADDED_LATER = (("init", "paper"), ("few_shot_draw", "random"), ("input_norm", "paper"))
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class TrainConfig:
     (drawn with the run's seed, so each seed of a cell trains on other samples) or 'first' (the first k of
     each class in the training set's order, the same for every seed, which then varies only the initial
     weights and dropout masks), an ablation; left out of the key while it is 'random'.
+    input_norm: LeNet's preprocessing, 'paper' (÷ the std 0.3081) or 'variance' (÷ 0.3081², Section 3's word
+    taken literally; ``models.INPUT_NORMS``), an ablation; left out of the key while it is 'paper'.
     """
 
     model: str = "lenet"
@@ -56,6 +61,7 @@ class TrainConfig:
     device: str = "auto"
     init: str = "paper"
     few_shot_draw: str = "random"
+    input_norm: str = "paper"
 
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
@@ -70,6 +76,11 @@ class TrainConfig:
             raise ValueError(f"unknown few_shot_draw {self.few_shot_draw!r}; choose one of {FEW_SHOT_DRAWS}")
         if self.few_shot_draw != "random" and not self.few_shot_k:
             raise ValueError("few_shot_draw picks a few-shot run's samples; all-data runs (few_shot_k None) use them all")
+        from models import INPUT_NORMS
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {self.input_norm!r}; choose one of {sorted(INPUT_NORMS)}")
+        if self.input_norm != "paper" and self.model != "lenet":
+            raise ValueError("input_norm readings are for LeNet' on MNIST; CIFAR-10's (x − 0.5)·2 is unambiguous")
         if self.init != "paper" and self.model == "resnet18":
             raise ValueError("ResNet-18 uses PyTorch's default init (Appendix D); the init ablations are for "
                              "the Xavier-initialized LeNet' and DDNet")
@@ -93,7 +104,7 @@ class TrainConfig:
     def key(self) -> str:
         """Short stable hash of the fields that define what is learned (names the checkpoint)."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_KEY}
-        for f, default in (("init", "paper"), ("few_shot_draw", "random")):
+        for f, default in _ADDED_LATER:
             if d[f] == default:  # added after the first checkpoints: their names stay as they were
                 del d[f]
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
@@ -119,6 +130,8 @@ class TrainConfig:
             name += f" [init {self.init}]"
         if self.few_shot_draw != "random":
             name += f" [{self.few_shot_draw} k per class]"
+        if self.input_norm != "paper":
+            name += f" [input ÷ {self.input_norm}]"
         return name
 
     def describe(self) -> str:
@@ -133,6 +146,8 @@ class TrainConfig:
         if self.adv_train:
             regs += f", FGSM AT eps~U[0,{self.adv_eps_max}]"
         init = "" if self.init == "paper" else f"; init {self.init}"
+        if self.input_norm != "paper":
+            init += f"; input ÷ {self.input_norm} (0.3081²)"
         return f"{self.model} on {self.dataset}, seed {self.seed}; {sched}; {regs}{init}"
 
 

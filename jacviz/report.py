@@ -123,7 +123,8 @@ def _cfg_matches(cfg: dict, variant: str, k: int | None, model: str = "lenet", d
     from .config import PAPER_VARIANTS
     want = {"weight_decay": 0.0, "dropout": 0.0, "jr": 0.0, "adv_train": False, "n_proj": 1, "momentum": PAPER_MOMENTUM,
             **PAPER_VARIANTS[variant], **extra}
-    for f, default in (("init", "paper"), ("few_shot_draw", "random")):  # records from before the field lack it
+    from .config import _ADDED_LATER
+    for f, default in _ADDED_LATER:  # records from before the field lack it
         if cfg.get(f, default) != want.pop(f, default):
             return False
     if cfg.get("few_shot_k") != k or cfg.get("model") != model or cfg.get("dataset") != dataset:
@@ -452,6 +453,9 @@ def _readings(draws: list[dict]) -> list[tuple[str, dict, str]]:
                     "the first k samples of each class in the training set's order for every seed, not a draw per "
                     "seed: the seeds vary only the initial weights (one fixed subset of many; another would land "
                     "elsewhere)"))
+    from models import INPUT_NORMS
+    for norm in sorted({r["config"].get("input_norm", "paper") for r in draws} - {"paper"}):
+        out.append((f"input ÷ {norm}", {"input_norm": norm}, INPUT_NORMS[norm]))
     return out
 
 
@@ -503,8 +507,9 @@ def fewshot_ablation_markdown(rows: list[dict]) -> str:
             + "\n\nThe paper says only that LeNet' and DDNet are initialized \"by the Xavier method (Glorot and Bengio, "
             "2010)\", trains few-shot runs with \"full-batch SGD with a constant learning rate η = 0.01\", naming "
             "no momentum there (ρ = 0.9 is stated for the full-data runs), on \"a subsample\" of the training set, "
-            "naming no draw. The tables use Xavier-uniform weights, zero biases, ρ = 0.9 and k samples per class drawn "
-            "afresh with each run's seed; these runs repeat a cell's seeds under other readings of those sentences, "
+            "naming no draw, and preprocesses MNIST \"by subtracting the mean (0.1307) and dividing by the variance "
+            "(0.3081)\", though 0.3081 is the standard deviation. The tables use Xavier-uniform weights, zero biases, "
+            "ρ = 0.9, k samples per class drawn afresh with each run's seed and (x − 0.1307)/0.3081; these runs repeat a cell's seeds under other readings of those sentences, "
             "everything else unchanged: " + "; ".join(what)
             + ". Accuracy in %, mean ± 95% CI (Student's t); the paired difference is this reading's run minus the "
             "table's run of the same seed (the same k samples per class drawn, or, for `first k per class`, the same "
@@ -514,7 +519,8 @@ def fewshot_ablation_markdown(rows: list[dict]) -> str:
 
 def _ablation_verdict(rows: list[dict]) -> str:
     """Per few-shot cell: which readings' paired intervals stop short of the cell's gap to the paper (so cannot be
-    its cause), which still reach it, and which lie wholly beyond it (they overshoot the paper's mean). The gap is the paper's mean minus the mean of every run of the tables'
+    its cause), which still reach it, which lie wholly beyond it (they overshoot the paper's mean), and which lie
+    wholly on the other side of no change (they move the cell away from the paper's mean). The gap is the paper's mean minus the mean of every run of the tables'
     set-up in the cell (the table's 15 and any extra draws): the part of the difference that which samples were
     drawn does not explain as well as our draws can tell."""
     out = []
@@ -523,7 +529,7 @@ def _ablation_verdict(rows: list[dict]) -> str:
         if not rs:
             continue
         need = rs[0]["paper"][0] - rs[0]["base_all"][0]
-        short, reach, past = [], [], []
+        short, reach, past, away = [], [], [], []
         for r in rs:
             far = r["diff"][0] + math.copysign(r["diff"][1], need)
             near = r["diff"][0] - math.copysign(r["diff"][1], need)
@@ -531,8 +537,10 @@ def _ablation_verdict(rows: list[dict]) -> str:
             if near * need > 0 and abs(near) > abs(need):  # the whole interval lies beyond the gap
                 past.append(f"{what}, which leaves the cell {abs(r['gap']):.1f} points "
                             f"{'above' if r['gap'] > 0 else 'below'} the paper's mean,")
+            elif far * need < 0:  # the whole interval points the other way: away from the paper's mean
+                away.append(what)
             else:
-                (short if abs(far) < abs(need) or far * need < 0 else reach).append(what)
+                (short if abs(far) < abs(need) else reach).append(what)
         cell = (f"{PAPER_NAMES[mix]} at {k}/class, whose {rs[0]['base_all'][2]} runs of the tables' set-up average "
                 f"{abs(need):.1f} points {'below' if need > 0 else 'above'} the paper's mean")
         if short:
@@ -549,6 +557,12 @@ def _ablation_verdict(rows: list[dict]) -> str:
                        f"interval{'s' if len(past) > 1 else ''} of {and_join(past)} overshoot{'' if len(past) > 1 else 's'} "
                        f"that gap: {'those readings move' if len(past) > 1 else 'that reading moves'} the cell past the "
                        "paper's, so it does not reproduce the paper's number either.")
+        if away:
+            lead = "The" if short or reach or past else cell[0].upper() + cell[1:] + ": the"
+            many = len(away) > 1
+            out.append(f" {lead} paired interval{'s' if many else ''} of {and_join(away)} lie{'' if many else 's'} "
+                       f"wholly on the other side of no change: {'those readings move' if many else 'that reading moves'} "
+                       f"the cell further from the paper's mean.")
     return "".join(out)
 
 

@@ -168,6 +168,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     torch.manual_seed(config.seed)
     model = models.build(config.model, dropout=config.dropout)
     models.apply_init(model, config.init)
+    models.apply_input_norm(model, config.input_norm)
     model = model.to(dev)
     std = models.input_std(model)
     if not config.few_shot_k and config.dataset == "cifar10":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import INITS, apply_init
+from .common import INITS, INPUT_NORMS, apply_init, apply_input_norm
 from .ddnet import DDNet
 from .lenet import LeNet
 from .resnet import ResNet18
@@ -26,4 +26,4 @@ def input_std(model: nn.Module) -> float:
     return float(model.normalize.std)
 
 
-__all__ = ["INITS", "apply_init", "MODELS", "DATASET_OF", "build", "input_std", "LeNet", "DDNet", "ResNet18"]
+__all__ = ["INITS", "INPUT_NORMS", "apply_init", "apply_input_norm", "MODELS", "DATASET_OF", "build", "input_std", "LeNet", "DDNet", "ResNet18"]

@@ -106,3 +106,42 @@ def test_init_field_keeps_old_keys_and_labels_ablations():
         TrainConfig(init="he")
     with pytest.raises(ValueError, match="ResNet-18"):
         TrainConfig(model="resnet18", dataset="cifar10", init="caffe_xavier")
+
+
+def test_input_norm_variance_is_the_paper_model_on_inputs_stretched_about_the_mean(mnist_test, tmp_path):
+    """'variance' (Section 3's "dividing by the variance (0.3081)" read literally) divides by 0.3081² instead of
+    0.3081: the same weights, fed the normalized image times 1/0.3081, on real MNIST test images; a checkpoint
+    reloads with it, and only LeNet' takes it."""
+    import dataclasses
+
+    from jacviz import checkpoints
+    from jacviz.config import TrainConfig
+    x = mnist_test[0][:8]
+    torch.manual_seed(0)
+    paper = models.build("lenet").eval()
+    torch.manual_seed(0)
+    var = models.build("lenet").eval()
+    models.apply_input_norm(var, "variance")
+    assert all(torch.equal(a, b) for a, b in zip(paper.parameters(), var.parameters()))  # pairs weight for weight
+    assert models.input_std(var) == pytest.approx(0.3081 ** 2) and models.input_std(paper) == pytest.approx(0.3081)
+    m, s = 0.1307, 0.3081
+    with torch.no_grad():
+        assert torch.allclose(var(x), paper(m + (x - m) / s), atol=1e-5)
+        assert not torch.allclose(var(x), paper(x), atol=1e-2)
+    models.apply_input_norm(var, "variance")  # idempotent: std², not std⁴
+    assert models.input_std(var) == pytest.approx(s ** 2)
+    cfg = TrainConfig(few_shot_k=1, iterations=10, lr=0.01)
+    v = dataclasses.replace(cfg, input_norm="variance")
+    assert v.key() != cfg.key() and v.label() == "none (1/class) [input ÷ variance]" and "0.3081²" in v.describe()
+    assert TrainConfig.from_dict(v.to_dict()) == v
+    # the buffer travels in the state dict; load also rebuilds it from the config (files in float16 included)
+    ck = checkpoints.load(checkpoints.save(tmp_path / "v.pt", var, v, {}, [], half=True))
+    assert ck.config.input_norm == "variance" and models.input_std(ck.model) == pytest.approx(s ** 2, rel=1e-3)
+    with torch.no_grad():
+        assert torch.allclose(ck.model(x), var(x), atol=1e-2)
+    with pytest.raises(ValueError, match="unknown input_norm"):
+        TrainConfig(input_norm="std")
+    with pytest.raises(ValueError, match="LeNet"):
+        TrainConfig(model="ddnet", dataset="cifar10", input_norm="variance")
+    with pytest.raises(ValueError, match="LeNet"):
+        models.apply_input_norm(models.build("ddnet"), "variance")

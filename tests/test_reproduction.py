@@ -710,6 +710,17 @@ def test_setup_ablation_runs_pair_with_the_tables_runs_and_stay_out_of_the_table
     assert rows[2]["diff"][0] == pytest.approx(sum(accf[s] - acc["paper", s] for s in range(3)) / 3)
     md = report.fewshot_ablation_markdown(rows)
     assert "`first k per class`: the first k samples of each class" in md and "naming no draw" in md
+    # --input-norm variance (Section 3's "dividing by the variance (0.3081)" read literally) pairs weight for weight
+    assert script.main([*args, "--input-norm", "variance"]) == 0
+    runs = json.loads((tmp_path / "fewshot_draws_mnist.json").read_text())["runs"]
+    assert sorted(r["config"].get("input_norm", "paper") for r in runs) == ["paper"] * 12 + ["variance"] * 3
+    assert report.select(runs, "none", 1) == paper_init
+    rows = report.fewshot_ablation_rows([], runs, report.PAPER_TABLE1)
+    assert [r["reading"] for r in rows][-1] == "input ÷ variance" and rows[-1]["diff"][2] == 3
+    accv = {r["config"]["seed"]: 100 * r["metrics"]["test_acc"] for r in runs if r["config"].get("input_norm") == "variance"}
+    assert rows[-1]["diff"][0] == pytest.approx(sum(accv[s] - acc["paper", s] for s in range(3)) / 3)
+    md = report.fewshot_ablation_markdown(rows)
+    assert "`input ÷ variance`: (x − 0.1307) / 0.3081²" in md and "dividing by the variance" in md
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
@@ -754,6 +765,16 @@ def test_ablation_verdict_rules_out_only_readings_whose_interval_ends_short_of_t
     assert ("paired interval of `first k per class` (+8.0 ± 1.5 over 15 seeds), which leaves the cell 4.5 points "
             "above the paper's mean, overshoots that gap") in v and "still reaches" not in v
     assert "still reaches" in report._ablation_verdict([{**past, "diff": (8.0, 6.0, 15)}])  # 2.0 < 2.3: reaches
+    # an interval wholly on the other side of zero moves the cell away from the paper: said so, not "short of"
+    away = row("input ÷ variance", (-1.0, 0.7, 15))
+    v = report._ablation_verdict([tight, away])
+    assert ("The paired interval of `input ÷ variance` (-1.0 ± 0.7 over 15 seeds) lies wholly on the other side of no "
+            "change: that reading moves the cell further from the paper's mean.") in v
+    assert "`input ÷ variance` (-1.0" not in v.split("The paired")[0]  # not among those that end short
+    assert report._ablation_verdict([away]).startswith(" No regularization at 1/class, whose 45 runs")
+    assert "holds" not in v and "neither" not in v
+    # one that holds no change (reaching 0.2 points toward the gap) ends short of it instead
+    assert "`momentum 0` (-0.3 ± 0.5 over 15 seeds) ends short" in report._ablation_verdict([row("momentum 0", (-0.3, 0.5, 15))])
 
 
 def test_collect_merges_the_results_file_of_another_machine(tmp_path):
