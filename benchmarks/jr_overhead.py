@@ -2,6 +2,7 @@
 
     python benchmarks/jr_overhead.py [--models lenet,ddnet,resnet18] [--devices cpu,cuda] [--steps 30]
                                      [--nproj 1,3,exact] [--batch 100,400] [--profile] [--cuda-graph]
+                                     [--flops]
 
 Each step is the full training step of jacviz.train (forward, CE, penalty, backward, SGD update)
 on random [0,1] batches of 100 (timing does not depend on pixel values). Median over --steps
@@ -18,6 +19,10 @@ backward launches several times as many ops. Three switches test that on a GPU i
                     backward adds (a diagnostic copy, not a model anyone trains);
   --cuda-graph      also time each step captured once into a CUDA graph and replayed (PyTorch's
                     whole-network capture), which removes per-kernel launch cost (CUDA only).
+And one switch bounds the ratio from below on any machine, timing nothing:
+  --flops           the convolution and matrix-multiply FLOPs of each step (forward, backward,
+                    and JR's double backward), as ratios to plain: where a step's time is set by
+                    arithmetic, the JR step cannot cost less than this ratio.
 """
 from __future__ import annotations
 
@@ -31,6 +36,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -128,6 +136,42 @@ def profile_step(model, x, y, n_proj, device, top: int = 0) -> collections.Count
     return n
 
 
+class _FlopCount(TorchDispatchMode):
+    """Counts every aten op dispatched inside it and the FLOPs of those PyTorch has a formula for
+    (convolutions and their backward, mm/addmm/bmm, attention; elementwise ops, BatchNorm and
+    reductions count 0). FlopCounterMode itself cannot be used: its module tracker registers
+    backward hooks that fail inside torch.autograd.grad ("A leaf node was passed to
+    _will_engine_execute_node"), which JR calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops, self.ops = 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.ops += 1
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            shape = lambda t: t.shape if isinstance(t, torch.Tensor) else t  # noqa: E731
+            self.flops += formula(*tree_map(shape, args), **tree_map(shape, kwargs), out_val=tree_map(shape, out))
+        return out
+
+
+def flop_step(model, x, y, n_proj) -> tuple[int, int]:
+    """(FLOPs, aten ops dispatched) of one training step as _train_step takes it, after one
+    warm-up step: FLOPs of convolutions and matrix products only (see _FlopCount), a count that
+    depends on shapes alone, so it is the same on every machine and linear in the batch size."""
+    opt, std = _optimizer(model), models.input_std(model)
+    opt.zero_grad(set_to_none=True)
+    _train_step(model, opt, x, y, n_proj, std)
+    counter = _FlopCount()
+    with counter:
+        opt.zero_grad(set_to_none=True)
+        _train_step(model, opt, x, y, n_proj, std)
+    return counter.flops, counter.ops
+
+
 def without_batchnorm(model: torch.nn.Module) -> torch.nn.Module | None:
     """A copy of ``model`` with every BatchNorm layer replaced by the identity, or None if it has none."""
     import copy
@@ -153,6 +197,8 @@ def main() -> None:
                    help="count ops per step (plain vs n_proj = 1) and list the JR step's 15 costliest ops")
     p.add_argument("--cuda-graph", action="store_true",
                    help="also time steps replayed from a captured CUDA graph (CUDA devices only)")
+    p.add_argument("--flops", action="store_true",
+                   help="count each step's conv/matmul FLOPs (plain and each --nproj) instead of timing it")
     a = p.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}")
@@ -169,6 +215,14 @@ def main() -> None:
                 shape = model.input_shape
                 x = torch.rand(batch, *shape, device=device)
                 y = torch.randint(0, 10, (batch,), device=device)
+                if a.flops:
+                    f_plain, o_plain = flop_step(model, x, y, "plain")
+                    row = [f"{name:8s} batch {batch}: plain {f_plain / 1e9:8.2f} GFLOP ({o_plain} aten ops)"]
+                    for n in [v if v == "exact" else int(v) for v in a.nproj.split(",")]:
+                        f, o = flop_step(model, x, y, n)
+                        row.append(f"n_proj={n}: {f / f_plain:5.2f}x FLOPs ({o / o_plain:5.2f}x ops)")
+                    print(" | ".join(row), flush=True)
+                    continue
                 base = step_time(model, x, y, "plain", a.steps, device)
                 row = [f"{name:8s} {label} batch {batch}: plain {base * 1e3:7.1f} ms"]
                 for n in [v if v == "exact" else int(v) for v in a.nproj.split(",")]:

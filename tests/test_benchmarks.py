@@ -72,3 +72,24 @@ def test_stacked_step_gives_each_model_its_own_jr_gradient():
     # the penalty term matters: without it the gradients differ
     g0 = stacking.stacked_grad_fn(ms[0], lam=0.0)({k: p.detach() for k, p in params.items()}, x, y, v)
     assert not torch.allclose(g0["features.0.weight"], g["features.0.weight"], rtol=1e-3)
+
+
+def test_flop_count_is_exact_for_a_linear_layer_and_linear_in_the_batch():
+    """--flops: the counter gives a known product its textbook count (2 * B * in * out for a
+    Linear layer's addmm), a LeNet' step's count doubles with the batch, and JR's double backward
+    costs about twice the plain step's arithmetic, more with more projections (exact = C = 10)."""
+    lin = torch.nn.Linear(784, 10)
+    counter = jr_overhead._FlopCount()
+    with counter:
+        lin(torch.rand(6, 784))
+    assert counter.flops == 2 * 6 * 784 * 10 and counter.ops >= 1
+
+    torch.manual_seed(0)
+    model = models.build("lenet").train()
+    x, y = torch.rand(4, *model.input_shape), torch.randint(0, 10, (4,))
+    plain2, _ = jr_overhead.flop_step(model, x[:2], y[:2], "plain")
+    plain4, ops_plain = jr_overhead.flop_step(model, x, y, "plain")
+    assert plain4 == 2 * plain2 > 0
+    r = {n: jr_overhead.flop_step(model, x, y, n)[0] / plain4 for n in (1, 3, "exact")}
+    assert 1.8 < r[1] < 2.6 and r[1] < r[3] < r["exact"]
+    assert jr_overhead.flop_step(model, x, y, 1)[1] > ops_plain
