@@ -200,6 +200,7 @@ def main() -> None:
     p.add_argument("--flops", action="store_true",
                    help="count each step's conv/matmul FLOPs (plain and each --nproj) instead of timing it")
     a = p.parse_args()
+    nprojs = [v if v == "exact" else int(v) for v in a.nproj.split(",")]
     print(f"machine: {platform.node()} {platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}")
     for dev_name in a.devices.split(","):
@@ -218,14 +219,14 @@ def main() -> None:
                 if a.flops:
                     f_plain, o_plain = flop_step(model, x, y, "plain")
                     row = [f"{name:8s} batch {batch}: plain {f_plain / 1e9:8.2f} GFLOP ({o_plain} aten ops)"]
-                    for n in [v if v == "exact" else int(v) for v in a.nproj.split(",")]:
+                    for n in nprojs:
                         f, o = flop_step(model, x, y, n)
                         row.append(f"n_proj={n}: {f / f_plain:5.2f}x FLOPs ({o / o_plain:5.2f}x ops)")
                     print(" | ".join(row), flush=True)
                     continue
                 base = step_time(model, x, y, "plain", a.steps, device)
                 row = [f"{name:8s} {label} batch {batch}: plain {base * 1e3:7.1f} ms"]
-                for n in [v if v == "exact" else int(v) for v in a.nproj.split(",")]:
+                for n in nprojs:
                     t = step_time(model, x, y, n, a.steps if n != "exact" else max(5, a.steps // 3), device)
                     row.append(f"n_proj={n}: {t / base:5.2f}x")
                 print(" | ".join(row), flush=True)
