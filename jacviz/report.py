@@ -1233,7 +1233,8 @@ def on_gpu(env: dict) -> bool:
 def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
     """How long the runs took, by kind: [kind, runs, median s, min–max s, total h] (training wall time
     as the trainer measured it, evaluations included; robustness per model as the grid measured it).
-    Runs on a GPU (checkpoint meta / robustness environment device 'cuda...') are kinds of their own."""
+    Runs on a GPU (checkpoint meta / robustness environment device 'cuda...') are kinds of their own, and
+    so are runs trained in channels_last memory (meta memory_format; jacviz.train.step_memory_format)."""
     groups: dict[str, list[float]] = {}
 
     def kind(cfg: dict) -> str:
@@ -1251,7 +1252,8 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
 
     def where(env: dict) -> str:
         # GPU runs get their own rows: a CPU median mixed with seconds-long GPU runs would describe neither
-        return f", on {env.get('device_name') or env.get('device')} (GPU)" if on_gpu(env) else ""
+        fmt = ", channels_last" if env.get("memory_format") == "channels_last" else ""  # faster steps, own row
+        return fmt + (f", on {env.get('device_name') or env.get('device')} (GPU)" if on_gpu(env) else "")
 
     for r in runs:
         t = r["metrics"].get("train_time_s")

@@ -9,6 +9,7 @@ from torch.func import stack_module_state
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import jr_overhead  # noqa: E402
+import memory_format  # noqa: E402
 import models  # noqa: E402
 import stacking  # noqa: E402
 from jacviz.jacobian import _unit_vectors, jacobian_penalty  # noqa: E402
@@ -94,3 +95,27 @@ def test_flop_count_is_exact_for_a_linear_layer_and_linear_in_the_batch():
     r = {n: flops / plain4 for n, (flops, _) in counts.items()}
     assert 1.8 < r[1] < 2.6 and r[1] < r[3] < r["exact"]
     assert counts[1][1] > ops_plain
+
+
+def test_memory_format_benchmark_times_the_same_step_in_both_layouts():
+    """memory_format.py's ratio is only meaningful if both layouts take the same step: from the same
+    weights and batch, one plain, FGSM-AT and JR step of LeNet' and DDNet lands on the same weights
+    to float32 rounding, and the weights stay in the layout the step was timed in."""
+    for name in ("lenet", "ddnet"):
+        for kind in ("plain", "at", "1"):
+            out = {}
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                torch.manual_seed(0)
+                model = models.build(name).to(memory_format=fmt).train()
+                x = torch.rand(6, *model.input_shape).contiguous(memory_format=fmt)
+                y = torch.arange(6) % 10
+                opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+                before = model.features[0].weight.detach().clone()
+                torch.manual_seed(1)  # the same FGSM amplitudes and JR projection in both layouts
+                memory_format.train_step(model, opt, x, y, kind, models.input_std(model))
+                w = model.features[0].weight
+                assert w.is_contiguous(memory_format=fmt) and not torch.equal(w, before)
+                out[fmt] = (before, w.detach())
+            (b0, w0), (b1, w1) = out.values()
+            assert torch.equal(b0, b1)
+            torch.testing.assert_close(w1, w0, rtol=1e-4, atol=1e-6)

@@ -256,3 +256,42 @@ def test_half_precision_checkpoint_keeps_accuracy(tmp_path, name, mnist_test):
         agree = (back.model(x[:2000]).argmax(1) == ck.model(x[:2000]).argmax(1)).float().mean().item()
     assert agree >= 0.998
     assert abs(accuracy(back.model, x, y) - accuracy(ck.model, x, y)) <= 0.001
+
+
+def test_ddnet_on_the_cpu_trains_channels_last_to_the_same_weights(tmp_path, monkeypatch):
+    """step_memory_format puts LeNet' and DDNet without JR in channels_last on a CPU (faster there;
+    see benchmarks/memory_format.py): only the summation order may change, so two few-shot steps with
+    dropout (same masks) must end at the default format's weights up to float32 rounding, and the
+    model and checkpoint handed back are in the default format. DDNet JR steps keep the default. (Over
+    tens of steps few-shot training amplifies any rounding change, a thread count's included, to
+    ~1e-3: so two steps, not a whole run.)"""
+    import jacviz.train as train
+
+    cpu = torch.device("cpu")
+    cfg = TrainConfig(model="ddnet", dataset="cifar10", few_shot_k=2, lr=0.01, iterations=2, milestones=(),
+                      eval_every=2, eval_samples=200, dropout=0.5, device="cpu")
+    assert train.step_memory_format(cfg, cpu) == torch.channels_last
+    assert train.step_memory_format(TrainConfig(model="ddnet", dataset="cifar10", jr=0.01), cpu) == torch.contiguous_format
+    assert train.step_memory_format(TrainConfig(jr=0.01), cpu) == torch.channels_last  # LeNet', JR or not
+    assert train.step_memory_format(TrainConfig(model="resnet18", dataset="cifar10"), cpu) == torch.contiguous_format
+    assert train.step_memory_format(cfg, torch.device("cuda")) == torch.contiguous_format
+    seen = []
+    real_step_format = train.step_memory_format
+    monkeypatch.setattr(train, "step_memory_format", lambda c, d: seen.append(real_step_format(c, d)) or seen[-1])
+    fast = fit(cfg, out_dir=tmp_path / "cl", show_progress=False)
+    monkeypatch.setattr(train, "step_memory_format", lambda c, d: torch.contiguous_format)
+    plain = fit(cfg, out_dir=tmp_path / "nchw", show_progress=False)
+    assert seen == [torch.channels_last]
+    sf, sp = fast.model.state_dict(), plain.model.state_dict()
+    assert all(v.is_contiguous() for v in sf.values())
+    import models
+    torch.manual_seed(cfg.seed)
+    init = models.build("ddnet").state_dict()  # the steps moved the weights far more than the formats part them
+    moved = [k for k in sf if (sf[k] - init[k]).abs().max() > 0]
+    assert len(moved) == 14  # 7 weights and 7 biases; the normalization's constants stay
+    assert all((sf[k] - sp[k]).abs().max() < 1e-2 * (sf[k] - init[k]).abs().max() for k in moved)
+    back = checkpoints.load(fast.path)
+    assert all(v.is_contiguous() for v in back.model.state_dict().values())
+    assert back.meta["memory_format"] == "channels_last"  # Compute tables time such runs apart
+    assert checkpoints.load(plain.path).meta["memory_format"] == "contiguous"
+    assert fast.metrics["test_acc"] == pytest.approx(plain.metrics["test_acc"], abs=0.01)
