@@ -384,21 +384,26 @@ def paired_fewshot_markdown(rows: list[dict], base: str = "none") -> str:
     body = [[f"{r['k']}/class", f"{PAPER_NAMES[r['mix']]} − {PAPER_NAMES[base]}", fmt(*r["paper"]),
              fmt(*r["ours"][:2]), r["ours"][2], f"{r['r']:.2f}" if math.isfinite(r["r"]) else "—",
              {True: "yes", False: "**no**", None: "— (one pair)"}[r["agrees"]]] for r in rows]
-    shared, offs, rs, side = [], [], [], set()
+    by_side: dict[str, tuple[list, list]] = {"below": ([], []), "above": ([], [])}  # side -> (k's, offset ranges)
+    rs = []
     for k in sorted({r["k"] for r in rows}):
         rk = [r for r in rows if r["k"] == k]
         off = [rk[0]["offsets"][0], *(r["offsets"][1] for r in rk)]
         if (len(rk) == len(TABLE1) - 1 and all(r["agrees"] and r["ours"][2] >= 3 for r in rk)
                 and (all(o < 0 for o in off) or all(o > 0 for o in off))):
-            shared.append(f"{k}")
+            ks, offs = by_side["below" if off[0] < 0 else "above"]
+            ks.append(f"{k}")
             offs.append(f"{min(map(abs, off)):.1f}–{max(map(abs, off)):.1f}")
             rs += [r["r"] for r in rk if math.isfinite(r["r"])]
-            side.add("below" if off[0] < 0 else "above")
+    clauses = [(side, ks, offs) for side, (ks, offs) in by_side.items() if ks]
     summary = ""
-    if shared:
-        summary = (f" At {and_join(shared)}/class every regularizer's cell mean is {and_join(sorted(side))} the "
-                   f"paper's (by {and_join(offs)} points{' respectively' if len(shared) > 1 else ''}), yet every "
-                   "paired difference there agrees with the paper's"
+    if clauses:
+        def by(ks: list, offs: list) -> str:
+            return f"(by {and_join(offs)} points{' respectively' if len(ks) > 1 else ''})"
+        (side0, ks0, offs0), rest = clauses[0], clauses[1:]
+        summary = (f" At {and_join(ks0)}/class every regularizer's cell mean is {side0} the paper's {by(ks0, offs0)}"
+                   + "".join(f", and at {and_join(ks)}/class {side} it {by(ks, offs)}" for side, ks, offs in rest)
+                   + ", yet every paired difference there agrees with the paper's"
                    + (f": the regularizers' accuracies correlate with {base}'s at r = {min(rs):.2f}–{max(rs):.2f} "
                       "over the shared draws, so each column's five offsets are one shared offset, not five "
                       "findings" if rs else "") + ".")

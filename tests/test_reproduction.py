@@ -256,6 +256,12 @@ def test_paired_differences_remove_the_scatter_of_the_draws():
         assert cell[1] > 5 * h  # the cell's own interval carries the draws' scatter
     md = report.paired_fewshot_markdown(rows)
     assert "At 1/class every regularizer's cell mean is below the paper's (by " in md and "one shared offset" in md
+    # columns offset to opposite sides are named side by side (here the paper 4 points lower at k=3)
+    both = {v: {1: paper[v][1], 3: (46 + e, 1.9)} for v, e in effect.items()}
+    runs2 = runs + _fewshot_runs(draws, effect, k=3, noise=0.3)
+    md2 = report.paired_fewshot_markdown(report.paired_fewshot_rows(lambda v, k: report.select(runs2, v, k), both, ks=[1, 3]))
+    assert ("At 1/class every regularizer's cell mean is below the paper's (by " in md2
+            and ", and at 3/class above it (by " in md2 and "above and below" not in md2)
     # a mix whose effect differs from the paper's is flagged, and a single pair gets no verdict
     off = report.paired_fewshot_rows(lambda v, k: report.select(runs, v, k),
                                      {**paper, "JR": {1: (54 + 5.0, 0.5)}}, ks=[1])
