@@ -30,29 +30,23 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models  # noqa: E402
 from _common import sync  # noqa: E402
 from jacviz.attacks import fgsm  # noqa: E402
-from jacviz.jacobian import jacobian_penalty  # noqa: E402
 from jacviz.machine import cpu_model  # noqa: E402
+from jr_overhead import _train_step  # noqa: E402
 
 
 def train_step(model, opt, x, y, kind: str, std: float) -> None:
-    """One step: kind 'plain', 'at' (FGSM example of eq. 10 at a random eps <= 0.01 first) or '1' (JR, n_proj = 1)."""
+    """One step: kind 'plain', 'at' (FGSM example of eq. 10 at a random eps <= 0.01 first) or '1' (JR,
+    n_proj = 1); the step itself is jr_overhead's, the one its ratios time."""
     if kind == "at":
         x = fgsm(model, x, y, torch.rand(len(x), device=x.device) * 0.01)
-    xr = x.clone().requires_grad_(kind == "1")
-    logits = model(xr)
-    loss = F.cross_entropy(logits, y)
-    if kind == "1":
-        loss = loss + 0.005 * std ** 2 * jacobian_penalty(xr, logits, 1)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    _train_step(model, opt, x, y, "plain" if kind in ("plain", "at") else int(kind), std)
 
 
 def step_time(name: str, batch: int, kind: str, fmt: torch.memory_format, steps: int, dev: torch.device) -> float:
