@@ -8,15 +8,16 @@ penalty and its double backward, backward, SGD with momentum; `at` adds the FGSM
 first) with the model's weights and the batch in contiguous (NCHW) and in channels_last (NHWC)
 memory, and prints contiguous / channels_last (above 1: channels_last is faster). The two formats
 alternate for --rounds rounds so that a change in the machine's load hits both; each entry is the
-median over --steps steps after 3 warm-up steps (and one untimed round
-first, which pays for the kernel set-up of a new shape), random [0, 1] batches (time does not depend on pixel values).
+median over --steps steps after 3 warm-up steps (and one untimed round first, which pays for the
+kernel set-up of a new shape), random [0, 1] batches (time does not depend on pixel values).
 
 Measured on this project's 2-core Intel Xeon VM (1 torch thread, two 1-thread trainings running
 beside it, torch 2.15.0, 2026-12-07; benchmarks/results/memory_format_cpu_2026-12-07.txt),
 contiguous / channels_last: LeNet' 1.12-1.82 (plain, FGSM AT and JR steps, batch 10-300); DDNet
 1.16-1.36 without JR (batch 100 and 300) but 0.91-0.96 with it, whose double backward runs the
-weight-gradient convolutions on batch-transposed tensors that channels_last must copy (in torch.profiler,
-a batch-300 JR step spent 0.12 s of 4.87 s in aten::copy_ contiguous, 0.94 s of 4.62 s channels_last); ResNet-18 1.09-1.11.
+weight-gradient convolutions on batch-transposed tensors that channels_last must copy (in
+torch.profiler, a batch-300 JR step spent 0.12 s of 4.87 s in aten::copy_ contiguous, 0.94 s of
+4.62 s channels_last); ResNet-18 1.09-1.11.
 So jacviz.train.step_memory_format trains LeNet' and DDNet without JR in channels_last on a CPU.
 Not measured on a GPU, where training keeps the default format.
 """

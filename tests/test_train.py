@@ -263,8 +263,8 @@ def test_ddnet_on_the_cpu_trains_channels_last_to_the_same_weights(tmp_path, mon
     see benchmarks/memory_format.py): only the summation order may change, so two few-shot steps with
     dropout (same masks) must end at the default format's weights up to float32 rounding, and the
     model and checkpoint handed back are in the default format. DDNet JR steps keep the default. (Over
-    tens of steps few-shot training amplifies any rounding change, a thread count's included, to
-    ~1e-3: so two steps, not a whole run.)"""
+    30 steps few-shot training amplified any rounding change, 2 threads against 1 included, to
+    1e-4-2e-3 of a weight: so two steps, not a whole run.)"""
     import jacviz.train as train
 
     cpu = torch.device("cpu")
