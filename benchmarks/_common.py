@@ -1,6 +1,10 @@
 """Pieces shared by the benchmark scripts (run as `python benchmarks/<name>.py`)."""
 from __future__ import annotations
 
+import statistics
+import time
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -28,3 +32,16 @@ def sync(dev: torch.device) -> None:
     """Wait for queued CUDA work so wall-clock timings are real."""
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+
+
+def median_step_seconds(step: Callable[[], None], steps: int, dev: torch.device, warmup: int = 3) -> float:
+    """Median wall seconds of ``step()`` over ``steps`` calls after ``warmup`` untimed ones (CUDA synced)."""
+    times = []
+    for i in range(steps + warmup):
+        sync(dev)
+        t = time.perf_counter()
+        step()
+        sync(dev)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)

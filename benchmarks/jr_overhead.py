@@ -43,7 +43,7 @@ from torch.utils.flop_counter import flop_registry
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models  # noqa: E402
-from _common import sync  # noqa: E402
+from _common import median_step_seconds, sync  # noqa: E402
 from jacviz.jacobian import jacobian_penalty  # noqa: E402
 
 
@@ -65,16 +65,11 @@ def _train_step(model, opt, x, y, n_proj, std) -> None:
 def step_time(model, x, y, n_proj, steps, device) -> float:
     """Median seconds per eager training step over ``steps`` steps after 3 warm-up steps."""
     opt, std = _optimizer(model), models.input_std(model)
-    times = []
-    for i in range(steps + 3):
-        sync(device)
-        t = time.perf_counter()
+
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         _train_step(model, opt, x, y, n_proj, std)
-        sync(device)
-        if i >= 3:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_step_seconds(step, steps, device)
 
 
 def graph_step_time(model, x, y, n_proj, steps, device) -> float:

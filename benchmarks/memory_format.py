@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models  # noqa: E402
-from _common import sync  # noqa: E402
+from _common import median_step_seconds  # noqa: E402
 from jacviz.attacks import fgsm  # noqa: E402
 from jacviz.machine import cpu_model  # noqa: E402
 from jr_overhead import _train_step  # noqa: E402
@@ -58,15 +58,7 @@ def step_time(name: str, batch: int, kind: str, fmt: torch.memory_format, steps:
     y = torch.randint(0, 10, (batch,), device=dev)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     std = models.input_std(model)
-    times = []
-    for i in range(steps + 3):
-        sync(dev)
-        t = time.perf_counter()
-        train_step(model, opt, x, y, kind, std)
-        sync(dev)
-        if i >= 3:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_step_seconds(lambda: train_step(model, opt, x, y, kind, std), steps, dev)
 
 
 def main(argv=None) -> None:

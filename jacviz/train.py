@@ -184,7 +184,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     models.apply_init(model, config.init)
     models.apply_input_norm(model, config.input_norm)
     fmt = step_memory_format(config, dev)
-    model = model.to(dev).to(memory_format=fmt)
+    model = model.to(dev, memory_format=fmt)
     std = models.input_std(model)
     if not config.few_shot_k and config.dataset == "cifar10":
         from .fewshot_pack import is_subset_only
