@@ -3,7 +3,7 @@ import json
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import pandas as pd
@@ -315,23 +315,33 @@ except ValueError as err:  # e.g. a sample plane through identical images
     st.stop()
 
 t_start = time.perf_counter()
-with st.spinner(f"Evaluating {len(models_sel)} models on {resolution}×{resolution} points..."):
-    max_r = extent
+max_r = extent
 
-    def per_model(e):
-        """Everything the page shows for one model (each piece cached on its own)."""
-        tok, key = token(e), plane.key()
-        return (_map(tok, dataset, index, key, extent, resolution, clip, mode, e.model, plane),
-                _at_x0(tok, dataset, index, e.model),
-                _boundary(tok, dataset, index, key, clip, max_r, e.model, plane))
 
-    # Models run concurrently (torch ops release the GIL; each op is single-threaded on CPU, see
-    # common.device), so a 2-core machine works on two models at once.
-    ctx = get_script_run_ctx()
-    with ThreadPoolExecutor(max_workers=max(1, min(len(models_sel), os.cpu_count() or 1)),
-                            initializer=lambda: add_script_run_ctx(threading.current_thread(), ctx)) as pool:
-        maps, stats, bounds = (list(t) for t in zip(*pool.map(per_model, models_sel)))
-    radii = [b.radius for b in bounds]
+def per_model(e):
+    """Everything the page shows for one model (each piece cached on its own)."""
+    tok, key = token(e), plane.key()
+    return (_map(tok, dataset, index, key, extent, resolution, clip, mode, e.model, plane),
+            _at_x0(tok, dataset, index, e.model),
+            _boundary(tok, dataset, index, key, clip, max_r, e.model, plane))
+
+
+# Models run concurrently (torch ops release the GIL; each op is single-threaded on CPU, see
+# common.device), so a 2-core machine works on two models at once; the bar counts finished models.
+bar = st.progress(0.0, text=f"Evaluating {len(models_sel)} models on {resolution}×{resolution} points...")
+ctx = get_script_run_ctx()
+with ThreadPoolExecutor(max_workers=max(1, min(len(models_sel), os.cpu_count() or 1)),
+                        initializer=lambda: add_script_run_ctx(threading.current_thread(), ctx)) as pool:
+    futures = {pool.submit(per_model, e): k for k, e in enumerate(models_sel)}
+    results = [None] * len(models_sel)
+    for n_done, fut in enumerate(as_completed(futures), 1):
+        results[futures[fut]] = fut.result()
+        bar.progress(n_done / len(models_sel),
+                     text=f"{n_done} of {len(models_sel)} models done ({resolution}×{resolution} grid, "
+                          f"in-plane radius, ‖J(x0)‖_F; {time.perf_counter() - t_start:.0f} s)")
+bar.empty()
+maps, stats, bounds = (list(t) for t in zip(*results))
+radii = [b.radius for b in bounds]
 t_compute = time.perf_counter() - t_start
 
 head_img, head_txt = st.columns([1, 9])
