@@ -67,6 +67,28 @@ def test_unbiased_and_variance_within_eq16_bound(budget, monkeypatch):
         assert math.isclose(row["batch_rel_std"], row["batch_rel_std_theory"], rel_tol=0.2)
 
 
+def test_estimator_figures_show_every_point_with_readable_ticks():
+    """The log-log figure labels the n_proj values studied and 1-2-5 steps spanning every plotted value;
+    the box figure has one box per n_proj holding its draws and the exact value as a named line."""
+    from jacviz import plots_estimator
+
+    study = estimator.projection_study(_model(), torch.rand(3, 1, 28, 28), n_projs=(1, 3, 10), repeats=20)
+    fig = plots_estimator.relative_variance_figure(study)
+    assert list(fig.layout.xaxis.tickvals) == [1, 3, 10]
+    yt = np.array(fig.layout.yaxis.tickvals)
+    ys = np.concatenate([np.asarray(t.y, dtype=float) for t in fig.data])
+    assert yt.min() <= ys.min() and ys.max() <= yt.max()
+    mant = yt / 10.0 ** np.floor(np.log10(yt) + 1e-9)
+    assert set(np.round(mant, 6)) == {1, 2, 5}
+    box = plots_estimator.batch_estimates_figure(study)
+    boxes = [t for t in box.data if t.type == "box"]
+    assert [b.name for b in boxes] == ["n_proj=1", "n_proj=3", "n_proj=10"]
+    for b, row in zip(boxes, study["rows"]):
+        np.testing.assert_array_equal(b.y, row["batch_estimates"])
+    assert box.layout.shapes[0].y0 == study["exact_batch_mean"]
+    assert any(t.type == "scatter" and t.name.startswith("exact value") for t in box.data)
+
+
 def test_cost_ratio_reports_times():
     m = _model()
     x = torch.rand(8, 1, 28, 28)
