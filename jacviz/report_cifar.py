@@ -15,7 +15,7 @@ import numpy as np
 
 from .grid import (CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1,
                    is_schedule_study, variant_config)
-from .report import (length_study, pair_runs, why_beside, _jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
+from .report import (CLAIMS_NOTE, length_study, pair_runs, why_beside, _jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
                      diverged_note, draw_noise_note, jacobian_reduction, load_more_draws, more_draws_note, paired_fewshot_markdown,
                      paired_fewshot_rows, fewshot_missing, figure_md, final_ce, fmt, longest_schedule, mean_ci, on_gpu,
                      robustness_markdown, robustness_rows, schedule_name, select, superseded_note, table1_markdown,
@@ -411,7 +411,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
         cl = (claims(rrows, fig=fig) if model == "ddnet"
               else claims(rrows, base="L2", noise_mixes=RESNET_NOISE, fig=fig))
         if cl:
-            md += ["The paper's claims, checked on our numbers:\n", _md_table(["Claim", "Ours"], cl), ""]
+            md += ["The paper's claims, checked on our numbers:\n", _md_table(["Claim", "Ours"], cl), "", CLAIMS_NOTE, ""]
             errs = [100 - r["clean"][0] for r in rrows]
             if min(errs) > 20:
                 md += [f"Read these with care: our models misclassify {min(errs):.0f}–{max(errs):.0f}% of the clean "

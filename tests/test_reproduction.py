@@ -86,6 +86,38 @@ def test_claims_say_whether_the_seeds_resolve_the_gap_they_rest_on():
     assert report._seed_spread((1.0, 0.1), None, (2.0, 0.1), 2) == ""
 
 
+def test_claims_pair_seeds_that_share_weights_and_batches():
+    """Run i of every mix starts from the same weights and batches, so the seeds' medians move together
+    (MNIST noise, 5 seeds, 2026-12-07: JR 8.86, 11.26, 8.82, 9.23, 9.69 against L2 8.53, 9.21, 8.08, 7.43,
+    8.62): Welch's unpaired interval does not resolve their gap, the per-seed differences do."""
+    jr, l2 = [8.86, 11.26, 8.82, 9.23, 9.69], [8.53, 9.21, 8.08, 7.43, 8.62]
+    diff = np.subtract(jr, l2)
+    half = 2.776445 * diff.std(ddof=1) / math.sqrt(5)  # t(0.975, 4)
+
+    def row(label, xs, paired=True):
+        out = {"label": label, "n_seeds": 5, "jr": None, "median": {"noise": (np.mean(xs), np.std(xs, ddof=1))}}
+        if paired:
+            out["per_seed"] = {"noise": dict(enumerate(xs))}
+        return out
+    unpaired = report.claims([row("L2", l2, False), row("JR", jr, False)])[0][1]
+    assert "Welch; 5 and 5 seeds): these seeds do not resolve it" in unpaired and unpaired.startswith("unresolved")
+    paired = report.claims([row("L2", l2), row("JR", jr)])[0][1]
+    assert paired.startswith("holds: largest median noise fooling distance is JR")
+    r = np.corrcoef(jr, l2)[0, 1]
+    assert (f"gap {diff.mean():.3f} ± {half:.3f} (95% interval of the 5 per-seed differences, paired by seed, "
+            f"r = {r:.2f}): the seeds resolve it") in paired
+    # only seeds both have are paired; one shared seed is too few, and Welch's interval is used instead
+    assert "paired by seed" not in report._seed_spread((9.0, 1.0), 5, (8.0, 1.0), 5, ("JR", "L2"), [(9.0, 8.0)])
+    # an unfooled seed (median inf) cannot be differenced: Welch again
+    assert "Welch" in report._seed_spread((9.0, 1.0), 2, (8.0, 1.0), 2, ("JR", "L2"), [(9.0, 8.0), (math.inf, 8.5)])
+    # the shipped records: each row carries every seed's own median, which the group's mean is the mean of
+    rob = json.loads((grid.RESULTS_DIR / "mnist_robustness.json").read_text())
+    jr_row = next(r for r in report.robustness_rows(rob) if r["label"].split(" [")[0] == "JR")
+    seeds = jr_row["per_seed"]["noise"]
+    assert sorted(seeds) == [0, 1, 2, 3, 4]
+    assert np.mean(list(seeds.values())) == pytest.approx(jr_row["median"]["noise"][0])
+
+
 def test_claims_rank_unbounded_medians_instead_of_dropping_them():
     """A median of ∞ (over half of the images never fooled within the PGD budget in some seed: MNIST
     L2+dropout+JR and +JR+AT, seeds 0-2, 2026-12-05) beats every finite median; two unbounded ones are
