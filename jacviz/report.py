@@ -774,13 +774,13 @@ def _verdict(ours: float, others: list[float], rel: float = 0.01) -> str:
 
 
 def _seed_spread(a: tuple | None, n_a: int | None, b: tuple | None, n_b: int | None,
-                 names: tuple[str, str] = ("", ""), pairs: Sequence[tuple[float, float]] = ()) -> str:
+                 names: tuple[str, str] = ("", ""), per_seed: tuple[dict, dict] = ({}, {})) -> str:
     """How far seeds resolve the gap between two median fooling distances, as a clause for a claim.
 
     ``a``, ``b``: (mean, std over seeds) of one attack's median fooling distance of the models named
     ``names``; ``n_a``, ``n_b``: their seed counts (None: unknown, no clause). A model with one seed
-    leaves the spread unmeasured. ``pairs``: (a's median, b's median) of each seed both have. With two or
-    more, the gap is the mean of the per-seed differences and its 95% interval Student's t over them:
+    leaves the spread unmeasured. ``per_seed``: {seed: median} of a and of b. With two or more seeds
+    shared, the gap is the mean of the per-seed differences and its 95% interval Student's t over them:
     run i of every mix starts from the same weights and sees the same batches (``jacviz.train`` seeds
     both with the config's seed), so the seeds' medians correlate across mixes (MNIST noise: r ≈ 0.7)
     and pairing takes that shared part out, as the few-shot tables pair by draw. Without pairs the
@@ -798,11 +798,12 @@ def _seed_spread(a: tuple | None, n_a: int | None, b: tuple | None, n_b: int | N
     if not all(map(math.isfinite, (ma, sa, mb, sb))):
         return ""
     from scipy import stats
+    shared = sorted(set(per_seed[0]) & set(per_seed[1]))
+    pairs = [(per_seed[0][k], per_seed[1][k]) for k in shared]
     if len(pairs) >= 2 and all(map(math.isfinite, np.ravel(pairs))):
-        pa, pb = np.asarray(pairs, dtype=float).T
-        gap, half, n = mean_ci(pa - pb)
+        gap, half, n = mean_ci([x - y for x, y in pairs])
         gap = abs(gap)
-        r = float(np.corrcoef(pa, pb)[0, 1]) if pa.std() > 0 and pb.std() > 0 else math.nan
+        r = draw_correlation({0: per_seed[0], 1: per_seed[1]})[0]
         verdict = "the seeds resolve it" if gap > half else "these seeds do not resolve it"
         return (f"; gap {gap:.3f} ± {half:.3f} (95% interval of the {n} per-seed differences, paired by seed, "
                 f"r = {r:.2f}): {verdict}")
@@ -850,9 +851,8 @@ def claims(rob_rows: list[dict], base: str = "L2+dropout", noise_mixes: Sequence
         return med.get(label, {}).get(attack, (math.nan,))[0]
 
     def spread(a: str, b: str, attack: str) -> str:
-        sa, sb = (per_seed.get(v, {}).get(attack, {}) for v in (a, b))
         return _seed_spread(med.get(a, {}).get(attack), n_seeds.get(a), med.get(b, {}).get(attack), n_seeds.get(b),
-                            (a, b), [(sa[k], sb[k]) for k in sorted(set(sa) & set(sb))])
+                            (a, b), tuple(per_seed.get(v, {}).get(attack, {}) for v in (a, b)))
 
     t1 = {v: m(v, "noise") for v in noise_mixes if v in med}
     if len(t1) >= 2:

@@ -107,9 +107,11 @@ def test_claims_pair_seeds_that_share_weights_and_batches():
     assert (f"gap {diff.mean():.3f} ± {half:.3f} (95% interval of the 5 per-seed differences, paired by seed, "
             f"r = {r:.2f}): the seeds resolve it") in paired
     # only seeds both have are paired; one shared seed is too few, and Welch's interval is used instead
-    assert "paired by seed" not in report._seed_spread((9.0, 1.0), 5, (8.0, 1.0), 5, ("JR", "L2"), [(9.0, 8.0)])
+    assert "paired by seed" not in report._seed_spread((9.0, 1.0), 5, (8.0, 1.0), 5, ("JR", "L2"),
+                                                      ({0: 9.0, 1: 9.5}, {0: 8.0, 2: 8.5}))
     # an unfooled seed (median inf) cannot be differenced: Welch again
-    assert "Welch" in report._seed_spread((9.0, 1.0), 2, (8.0, 1.0), 2, ("JR", "L2"), [(9.0, 8.0), (math.inf, 8.5)])
+    assert "Welch" in report._seed_spread((9.0, 1.0), 2, (8.0, 1.0), 2, ("JR", "L2"),
+                                          ({0: 9.0, 1: math.inf}, {0: 8.0, 1: 8.5}))
     # the shipped records: each row carries every seed's own median, which the group's mean is the mean of
     rob = json.loads((grid.RESULTS_DIR / "mnist_robustness.json").read_text())
     jr_row = next(r for r in report.robustness_rows(rob) if r["label"].split(" [")[0] == "JR")
