@@ -18,7 +18,9 @@ contiguous / channels_last: LeNet' 1.12-1.82 (plain, FGSM AT and JR steps, batch
 weight-gradient convolutions on batch-transposed tensors that channels_last must copy (in
 torch.profiler, a batch-300 JR step spent 0.12 s of 4.87 s in aten::copy_ contiguous, 0.94 s of
 4.62 s channels_last); ResNet-18 1.09-1.11.
-So jacviz.train.step_memory_format trains LeNet' and DDNet without JR in channels_last on a CPU.
+So jacviz.train.step_memory_format trains LeNet' and DDNet without JR in channels_last on a CPU, and
+DDNet JR runs too since their convolutions' input gradients are transposed convolutions (jacviz.jr_conv,
+benchmarks/jr_conv.py), which need no copies. This script times PyTorch's own double backward.
 Not measured on a GPU, where training keeps the default format.
 """
 from __future__ import annotations

@@ -1266,7 +1266,8 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
     """How long the runs took, by kind: [kind, runs, median s, min–max s, total h] (training wall time
     as the trainer measured it, evaluations included; robustness per model as the grid measured it).
     Runs on a GPU (checkpoint meta / robustness environment device 'cuda...') are kinds of their own, and
-    so are runs trained in channels_last memory (meta memory_format; jacviz.train.step_memory_format)."""
+    so are runs trained in channels_last memory (meta memory_format; jacviz.train.step_memory_format), with
+    JR's transposed-convolution input gradients (meta conv_input_grad) or resumed under another of these."""
     groups: dict[str, list[float]] = {}
 
     def kind(cfg: dict) -> str:
@@ -1285,6 +1286,10 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
     def where(env: dict) -> str:
         # GPU runs get their own rows: a CPU median mixed with seconds-long GPU runs would describe neither
         fmt = ", channels_last" if env.get("memory_format") == "channels_last" else ""  # faster steps, own row
+        if env.get("conv_input_grad") == "transposed":  # JR's faster double backward (jacviz.jr_conv), own row
+            fmt += ", transposed-conv JR"
+        if len(env.get("step_setups", [])) > 1:
+            fmt += ", step set-up changed mid-run"
         return fmt + (f", on {env.get('device_name') or env.get('device')} (GPU)" if on_gpu(env) else "")
 
     for r in runs:

@@ -30,6 +30,7 @@ from . import checkpoints, data
 from .attacks import fgsm
 from .config import TrainConfig
 from .jacobian import jacobian_frobenius, jacobian_penalty
+from .jr_conv import transposed_input_grads
 from .machine import cpu_model
 
 ProgressFn = Callable[[dict], None]
@@ -129,16 +130,40 @@ def _batch_indices(n: int, batch: int, it: int, seed: int, cache: dict) -> torch
 
 def step_memory_format(config: TrainConfig, dev: torch.device) -> torch.memory_format:
     """Memory format of the weights and batches while training: on a CPU, channels_last for LeNet'
-    and for DDNet without JR; else the default (contiguous).
+    and DDNet; else the default (contiguous).
 
     Only the speed changes (the same arithmetic, summed in another order). Measured on this project's
     2-core Intel Xeon VM, 1 thread (benchmarks/memory_format.py, 2026-12-07), contiguous / channels_last
     step time: LeNet' 1.1-1.8x (plain, FGSM AT and JR steps, batch 10-300); DDNet 1.2-1.4x without
-    JR (batch 100, 300) but 0.91-0.96x with it (its double backward copies batch-transposed tensors
-    between the formats); ResNet-18 1.1x, left in the default. A GPU was not measured and keeps the default."""
-    if dev.type == "cpu" and (config.model == "lenet" or (config.model == "ddnet" and not config.jr)):
+    JR (batch 100, 300); with JR PyTorch's own double backward was 0.91-0.96x (it copies batch-transposed
+    tensors between the formats), so DDNet JR steps are channels_last only with the transposed-convolution
+    input gradients of :func:`jr_transposed_convs` (benchmarks/jr_conv.py); ResNet-18 1.1x, left in the
+    default. A GPU was not measured and keeps the default."""
+    if dev.type != "cpu":
+        return torch.contiguous_format
+    if config.model == "lenet" or (config.model == "ddnet" and (not config.jr or jr_transposed_convs(config, dev))):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def jr_transposed_convs(config: TrainConfig, dev: torch.device) -> bool:
+    """Whether JR steps take convolutions' input gradients as transposed convolutions (jacviz.jr_conv):
+    on a CPU, for DDNet and ResNet-18. The gradients are the same to float rounding; only the speed changes.
+
+    Measured on this project's 2-core Intel Xeon VM, 1 thread, 2026-12-07 (benchmarks/jr_conv.py,
+    benchmarks/results/jr_conv_cpu_2026-12-07.txt), a JR step's time with PyTorch's double backward
+    over its time transposed: DDNet 1.39x at batch 100 and 1.51x at 300 (PyTorch's in the default
+    layout, the one it trained in, against transposed in channels_last; the JR / plain step ratio fell
+    from 2.9-3.6 to 2.1-2.4); ResNet-18 1.14x at batch 100 (both in the default layout; channels_last
+    JR steps took 1.6x longer); LeNet' 0.75-1.24x, no gain, so it keeps PyTorch's. Not measured on a GPU."""
+    return dev.type == "cpu" and bool(config.jr) and config.model in ("ddnet", "resnet18")
+
+
+def step_setup(config: TrainConfig, dev: torch.device) -> dict:
+    """How this machine takes a training step of ``config``: memory format and JR's convolution
+    input gradient ('transposed' or PyTorch's 'torch'). Checkpoints record it (meta.step_setups)."""
+    return {"memory_format": "channels_last" if step_memory_format(config, dev) == torch.channels_last else "contiguous",
+            "conv_input_grad": "transposed" if jr_transposed_convs(config, dev) else "torch"}
 
 
 def lr_at(config: TrainConfig, it: int) -> float:
@@ -183,7 +208,8 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     model = models.build(config.model, dropout=config.dropout)
     models.apply_init(model, config.init)
     models.apply_input_norm(model, config.input_norm)
-    fmt = step_memory_format(config, dev)
+    here = step_setup(config, dev)
+    fmt = torch.channels_last if here["memory_format"] == "channels_last" else torch.contiguous_format
     model = model.to(dev, memory_format=fmt)
     std = models.input_std(model)
     if not config.few_shot_k and config.dataset == "cifar10":
@@ -201,7 +227,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
 
-    start, history, wall = 0, [], 0.0
+    start, history, wall, setups = 0, [], 0.0, []
     if resume and resume_path and resume_path.exists():
         # on the CPU: the RNG states must stay CPU byte tensors (set_rng_state refuses CUDA ones);
         # load_state_dict moves weights and momentum buffers to the model's device
@@ -211,12 +237,18 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
         model.load_state_dict(st["state_dict"])
         opt.load_state_dict(st["optimizer"])
         start, history, wall = st["iteration"], st["history"], st["wall_time_s"]
+        # resume files written before 2026-12-07 did not record how their steps were taken
+        setups = st.get("step_setups") or [{"from_iteration": 0, "memory_format": "unrecorded",
+                                             "conv_input_grad": "unrecorded"}]
         torch.set_rng_state(st["rng_cpu"])
         if dev.type == "cuda" and "rng_cuda" in st:
             torch.cuda.set_rng_state(st["rng_cuda"])
 
+    if not setups or {k: v for k, v in setups[-1].items() if k != "from_iteration"} != here:
+        setups.append({"from_iteration": start, **here})
+
     def save_resume(it: int, elapsed: float) -> None:
-        st = {"key": key, "config": config.to_dict(), "iteration": it, "history": history,
+        st = {"key": key, "config": config.to_dict(), "iteration": it, "history": history, "step_setups": setups,
               "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
               "wall_time_s": elapsed, "rng_cpu": torch.get_rng_state()}
         if dev.type == "cuda":
@@ -231,55 +263,57 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     t_session = last_save = time.perf_counter()
     run = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "n": 0}
     model.train()
-    for it in range(start, end):
-        lr = lr_at(config, it)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        idx = _batch_indices(len(x_train), batch, it, config.seed, perm_cache)
-        x, y = x_train[idx].contiguous(memory_format=fmt), y_train[idx]
-        if config.adv_train:
-            eps = torch.rand(len(x), device=dev) * config.adv_eps_max
-            with batch_stats_frozen(model):  # eq. 10 per sample, in train mode as the step itself
-                x = fgsm(model, x, y, eps)
-        if config.jr:
-            x = x.detach().requires_grad_(True)
-        logits = model(x)
-        ce = F.cross_entropy(logits, y)
-        loss = ce
-        jr_val = torch.zeros((), device=dev)
-        if config.jr:
-            # penalty w.r.t. the normalized input: ||J_norm||^2 = std^2 ||J_pixel||^2
-            jr_val = jacobian_penalty(x, logits, config.n_proj) * std ** 2
-            loss = loss + config.jr / 2 * jr_val
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if not math.isfinite(loss.item()):
-            raise TrainingDiverged(it, loss.item(), lr)
-        run["loss"] += loss.item(); run["ce"] += ce.item(); run["jr"] += jr_val.item(); run["n"] += 1
-        done = it + 1
-        bar.update(1)
-        if progress and (done % 20 == 0 or done == config.iterations):
-            now = time.perf_counter()
-            progress({"kind": "step", "iteration": done, "total": config.iterations,
-                      "loss": loss.item(), "ce": ce.item(), "jr": jr_val.item(), "lr": lr,
-                      "elapsed_s": now - t0, "eta_s": (now - t_session) / (done - start) * (config.iterations - done)})
-        if done % config.eval_every == 0 or done == config.iterations:
-            m = evaluate(model, config.dataset, config.eval_samples, n_jac_during)
-            n = max(1, run["n"])
-            rec = {"iteration": done, "train_loss": run["loss"] / n, "train_ce": run["ce"] / n,
-                   "train_jr": run["jr"] / n, "lr": lr, "wall_time_s": time.perf_counter() - t0,
-                   "test_acc": m["test_acc"], "jac_fro_normalized": m["jac_fro_normalized"],
-                   "jac_fro_pixel": m["jac_fro_pixel"], "n_jac": m["n_jac"]}
-            history.append(rec)
-            run = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "n": 0}
-            bar.set_postfix(acc=f"{rec['test_acc']:.4f}", J=f"{rec['jac_fro_normalized']:.2f}")
-            if progress:
-                progress({"kind": "eval", **rec})
-        if resume_path and done < config.iterations and (done % config.checkpoint_every == 0 or done == end
-                                                         or time.perf_counter() - last_save > RESUME_EVERY_S):
-            save_resume(done, time.perf_counter() - t0)
-            last_save = time.perf_counter()
+    # the model's convolutions are switched back before it is returned or saved
+    with transposed_input_grads(model, enabled=here["conv_input_grad"] == "transposed"):
+        for it in range(start, end):
+            lr = lr_at(config, it)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            idx = _batch_indices(len(x_train), batch, it, config.seed, perm_cache)
+            x, y = x_train[idx].contiguous(memory_format=fmt), y_train[idx]
+            if config.adv_train:
+                eps = torch.rand(len(x), device=dev) * config.adv_eps_max
+                with batch_stats_frozen(model):  # eq. 10 per sample, in train mode as the step itself
+                    x = fgsm(model, x, y, eps)
+            if config.jr:
+                x = x.detach().requires_grad_(True)
+            logits = model(x)
+            ce = F.cross_entropy(logits, y)
+            loss = ce
+            jr_val = torch.zeros((), device=dev)
+            if config.jr:
+                # penalty w.r.t. the normalized input: ||J_norm||^2 = std^2 ||J_pixel||^2
+                jr_val = jacobian_penalty(x, logits, config.n_proj) * std ** 2
+                loss = loss + config.jr / 2 * jr_val
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if not math.isfinite(loss.item()):
+                raise TrainingDiverged(it, loss.item(), lr)
+            run["loss"] += loss.item(); run["ce"] += ce.item(); run["jr"] += jr_val.item(); run["n"] += 1
+            done = it + 1
+            bar.update(1)
+            if progress and (done % 20 == 0 or done == config.iterations):
+                now = time.perf_counter()
+                progress({"kind": "step", "iteration": done, "total": config.iterations,
+                          "loss": loss.item(), "ce": ce.item(), "jr": jr_val.item(), "lr": lr,
+                          "elapsed_s": now - t0, "eta_s": (now - t_session) / (done - start) * (config.iterations - done)})
+            if done % config.eval_every == 0 or done == config.iterations:
+                m = evaluate(model, config.dataset, config.eval_samples, n_jac_during)
+                n = max(1, run["n"])
+                rec = {"iteration": done, "train_loss": run["loss"] / n, "train_ce": run["ce"] / n,
+                       "train_jr": run["jr"] / n, "lr": lr, "wall_time_s": time.perf_counter() - t0,
+                       "test_acc": m["test_acc"], "jac_fro_normalized": m["jac_fro_normalized"],
+                       "jac_fro_pixel": m["jac_fro_pixel"], "n_jac": m["n_jac"]}
+                history.append(rec)
+                run = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "n": 0}
+                bar.set_postfix(acc=f"{rec['test_acc']:.4f}", J=f"{rec['jac_fro_normalized']:.2f}")
+                if progress:
+                    progress({"kind": "eval", **rec})
+            if resume_path and done < config.iterations and (done % config.checkpoint_every == 0 or done == end
+                                                             or time.perf_counter() - last_save > RESUME_EVERY_S):
+                save_resume(done, time.perf_counter() - t0)
+                last_save = time.perf_counter()
     bar.close()
     model = model.to(memory_format=torch.contiguous_format).eval()  # checkpoints and callers get the default
     finished = end >= config.iterations
@@ -294,7 +328,8 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     meta = {"torch": str(torch.__version__), "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
             "cpu_model": cpu_model(), "date": time.strftime("%Y-%m-%d"), "torch_threads": torch.get_num_threads(),
-            "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous"}
+            "memory_format": here["memory_format"], "conv_input_grad": here["conv_input_grad"],
+            "step_setups": setups}  # one entry unless a resumed run was continued by code that steps differently
     path = None
     if out_dir:
         path = checkpoints.save(out_dir / f"{key}.pt", model, config, metrics, history, meta)

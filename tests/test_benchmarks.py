@@ -8,6 +8,7 @@ from torch.func import stack_module_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
+import jr_conv  # noqa: E402
 import jr_overhead  # noqa: E402
 import memory_format  # noqa: E402
 import models  # noqa: E402
@@ -119,3 +120,20 @@ def test_memory_format_benchmark_times_the_same_step_in_both_layouts():
             (b0, w0), (b1, w1) = out.values()
             assert torch.equal(b0, b1)
             torch.testing.assert_close(w1, w0, rtol=1e-4, atol=1e-6)
+
+
+def test_jr_conv_benchmark_switches_the_model_it_times_and_only_that(monkeypatch):
+    """jr_conv.py's torch/transposed ratio is only meaningful if 'transposed' timings run inside
+    jacviz.jr_conv.transposed_input_grads and 'torch' ones do not: count the switched convolutions
+    each timed DDNet step sees."""
+    seen = []
+    real = jr_conv.train_step
+
+    def spy(model, *a):
+        seen.append(sum("_conv_forward" in m.__dict__ for m in model.modules()))
+        return real(model, *a)
+    monkeypatch.setattr(jr_conv, "train_step", spy)
+    for transposed, want in ((False, 0), (True, 4)):
+        seen.clear()
+        assert jr_conv.timed("ddnet", 2, "1", "channels_last", transposed, 1, torch.device("cpu")) > 0
+        assert seen and set(seen) == {want}

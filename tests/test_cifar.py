@@ -524,11 +524,15 @@ def test_gpu_runs_are_timed_apart_and_named_in_the_report(tmp_path):
     nhwc = json.loads(json.dumps(cpu[0]))  # trained in channels_last (faster on a CPU): a row of its own too
     nhwc["key"], nhwc["config"]["seed"], nhwc["metrics"]["train_time_s"] = "0123456788", 98, 7.0
     nhwc["meta"]["memory_format"] = "channels_last"
-    rows = report.timing_rows(cpu + [gpu, nhwc])
+    tr = json.loads(json.dumps(nhwc))  # with transposed-convolution JR gradients, resumed from the old set-up
+    tr["key"], tr["config"]["seed"], tr["metrics"]["train_time_s"] = "0123456787", 97, 5.0
+    tr["meta"].update(conv_input_grad="transposed", step_setups=[{"from_iteration": 0}, {"from_iteration": 9}])
+    rows = report.timing_rows(cpu + [gpu, nhwc, tr])
     by_kind = {r[0]: r for r in rows}
     cpu_kind = "ddnet, few-shot k=1, full batch 10, 10k iterations, no JR"
     assert by_kind[cpu_kind][1] == len(cpu) and by_kind[cpu_kind + ", on Test GPU (GPU)"][1:3] == [1, "12"]
     assert by_kind[cpu_kind + ", channels_last"][1:3] == [1, "7"]
+    assert by_kind[cpu_kind + ", channels_last, transposed-conv JR, step set-up changed mid-run"][1:3] == [1, "5"]
     (tmp_path / "cifar10_runs.json").write_text(json.dumps({**R, "runs": R["runs"] + [gpu]}))
     md = report_cifar.section(tmp_path, png=False)
     bullet = next(line for line in md.splitlines() if line.startswith("- **Few-shot**"))

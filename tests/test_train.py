@@ -262,7 +262,7 @@ def test_ddnet_on_the_cpu_trains_channels_last_to_the_same_weights(tmp_path, mon
     """step_memory_format puts LeNet' and DDNet without JR in channels_last on a CPU (faster there;
     see benchmarks/memory_format.py): only the summation order may change, so two few-shot steps with
     dropout (same masks) must end at the default format's weights up to float32 rounding, and the
-    model and checkpoint handed back are in the default format. DDNet JR steps keep the default. (Over
+    model and checkpoint handed back are in the default format. (Over
     30 steps few-shot training amplified any rounding change, 2 threads against 1 included, to
     1e-4-2e-3 of a weight: so two steps, not a whole run.)"""
     import jacviz.train as train
@@ -271,7 +271,10 @@ def test_ddnet_on_the_cpu_trains_channels_last_to_the_same_weights(tmp_path, mon
     cfg = TrainConfig(model="ddnet", dataset="cifar10", few_shot_k=2, lr=0.01, iterations=2, milestones=(),
                       eval_every=2, eval_samples=200, dropout=0.5, device="cpu")
     assert train.step_memory_format(cfg, cpu) == torch.channels_last
-    assert train.step_memory_format(TrainConfig(model="ddnet", dataset="cifar10", jr=0.01), cpu) == torch.contiguous_format
+    ddnet_jr = TrainConfig(model="ddnet", dataset="cifar10", jr=0.01)
+    assert train.step_memory_format(ddnet_jr, cpu) == torch.channels_last  # with transposed-conv JR steps
+    assert train.step_setup(ddnet_jr, cpu) == {"memory_format": "channels_last", "conv_input_grad": "transposed"}
+    assert train.step_setup(cfg, cpu) == {"memory_format": "channels_last", "conv_input_grad": "torch"}
     assert train.step_memory_format(TrainConfig(jr=0.01), cpu) == torch.channels_last  # LeNet', JR or not
     assert train.step_memory_format(TrainConfig(model="resnet18", dataset="cifar10"), cpu) == torch.contiguous_format
     assert train.step_memory_format(cfg, torch.device("cuda")) == torch.contiguous_format
@@ -295,3 +298,37 @@ def test_ddnet_on_the_cpu_trains_channels_last_to_the_same_weights(tmp_path, mon
     assert back.meta["memory_format"] == "channels_last"  # Compute tables time such runs apart
     assert checkpoints.load(plain.path).meta["memory_format"] == "contiguous"
     assert fast.metrics["test_acc"] == pytest.approx(plain.metrics["test_acc"], abs=0.01)
+
+
+def test_ddnet_jr_steps_with_transposed_conv_gradients_reach_pytorchs_weights_and_record_it(tmp_path, monkeypatch):
+    """On a CPU DDNet's JR steps take convolution input gradients as transposed convolutions
+    (jacviz.jr_conv, channels_last): two few-shot JR steps must end at the weights of PyTorch's own
+    double backward (contiguous, as before 2026-12-07) up to float32 rounding. The checkpoint records
+    the set-up, and a run resumed under another set-up records both, with the iteration it changed at."""
+    import models
+    import jacviz.train as train
+
+    cfg = TrainConfig(model="ddnet", dataset="cifar10", few_shot_k=2, lr=0.01, iterations=2, milestones=(),
+                      eval_every=2, checkpoint_every=1, eval_samples=200, jr=0.01, device="cpu")
+    fast = fit(cfg, out_dir=tmp_path / "new", show_progress=False)
+    monkeypatch.setattr(train, "jr_transposed_convs", lambda c, d: False)
+    monkeypatch.setattr(train, "step_memory_format", lambda c, d: torch.contiguous_format)
+    old = fit(cfg, out_dir=tmp_path / "old", show_progress=False)
+    sf, so = fast.model.state_dict(), old.model.state_dict()
+    torch.manual_seed(cfg.seed)
+    init = models.build("ddnet").state_dict()
+    moved = [k for k in sf if (sf[k] - init[k]).abs().max() > 0]
+    assert len(moved) == 14
+    assert all((sf[k] - so[k]).abs().max() < 1e-3 * (sf[k] - init[k]).abs().max() for k in moved)
+    assert not any("_conv_forward" in m.__dict__ for m in fast.model.modules())
+    meta = checkpoints.load(fast.path).meta
+    assert (meta["memory_format"], meta["conv_input_grad"]) == ("channels_last", "transposed")
+    assert meta["step_setups"] == [{"from_iteration": 0, "memory_format": "channels_last", "conv_input_grad": "transposed"}]
+    assert checkpoints.load(old.path).meta["conv_input_grad"] == "torch"
+    # one iteration the old way, then resumed by the new code
+    fit(cfg, out_dir=tmp_path / "mixed", show_progress=False, stop_after=1)
+    monkeypatch.undo()
+    mixed = fit(cfg, out_dir=tmp_path / "mixed", show_progress=False, resume=True)
+    assert checkpoints.load(mixed.path).meta["step_setups"] == [
+        {"from_iteration": 0, "memory_format": "contiguous", "conv_input_grad": "torch"},
+        {"from_iteration": 1, "memory_format": "channels_last", "conv_input_grad": "transposed"}]
