@@ -12,7 +12,8 @@
 # Back here, with the folder the call's files came back to (files_at):
 #     python -m jacviz grid --dataset cifar10 --stage collect --merge FILES_AT/cifar10_runs.json
 #     python -m jacviz report
-# and put the ratios of FILES_AT/jr_overhead_resnet18.txt and stacking_cuda.txt in the README (machine, date).
+# and put the ratios of FILES_AT/jr_overhead_resnet18.txt, jr_conv_cuda.txt and stacking_cuda.txt in the README
+# (machine, date).
 #
 # Arguments: TOTAL (s) for the whole script: the few-shot training gets what the benchmarks leave of
 # it, less 30 s for collecting (runs still going then are lost; the finished ones are recorded);
@@ -38,6 +39,11 @@ DEVICE=${DEVICE:-cuda}  # DEVICE=cpu PYTHON=.venv/bin/python: a dry rehearsal he
 # 1. ResNet-18 JR overhead (issue goal <= 1.6x; random batches, no data needed), ~1-2 min.
 [ "$DEVICE" = cuda ] && timeout 150 "$PY" benchmarks/jr_overhead.py --models resnet18 --devices cuda --batch 100,400 --nproj 1 \
   --profile --cuda-graph 2>&1 | tee "$OUT/jr_overhead_resnet18.txt"
+
+# 1b. Do transposed-convolution input gradients (jacviz.jr_conv) speed JR steps up on a GPU too? (<1 min;
+#     on the 2-core CPU VM DDNet's JR step ran 1.39-1.51x faster, ResNet-18's 1.14x)
+[ "$DEVICE" = cuda ] && timeout 60 "$PY" benchmarks/jr_conv.py --models ddnet,resnet18 --batch 100 --steps 20 \
+  --rounds 3 --device cuda 2>&1 | tee "$OUT/jr_conv_cuda.txt"
 
 # 2. Would stacking the 15 draws of a cell into one vmapped step beat processes? (~1 min)
 [ "$DEVICE" = cuda ] && timeout 90 "$PY" benchmarks/stacking.py --models ddnet --devices cuda --stack 5,15 \
