@@ -12,13 +12,15 @@ divided by n_proj for n_proj independent projections.
 once (C batched vector-Jacobian products, :func:`jacviz.jacobian.jacobian_matrix`) and then forms
 the projections v . J by matrix products, which is the same number autograd's VJP with v returns
 (the test suite checks this against :func:`jacviz.jacobian.jacobian_penalty`), so hundreds of
-repeated draws cost milliseconds. :func:`cost_ratio` times the real autograd implementation.
+repeated draws cost milliseconds. :func:`cost_ratio` times the real autograd implementation, stepped as
+:func:`jacviz.train.fit` steps the model when asked.
 
 Spaces: 'normalized' is the paper's convention (Jacobian w.r.t. the model's preprocessed input,
 = pixel-space Jacobian x std); 'pixel' is w.r.t. the [0, 1] input.
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from typing import Sequence
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .jacobian import jacobian_matrix, jacobian_penalty
+from .jr_conv import transposed_input_grads
 from .machine import cpu_model
 
 
@@ -154,7 +157,7 @@ def _sync(device: torch.device) -> None:
 
 def cost_ratio(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
                n_projs: Sequence[int] = (1, 2, 3), repeats: int = 5, lam: float = 0.01,
-               seed: int = 0) -> dict:
+               seed: int = 0, step_setup: dict | None = None) -> dict:
     """Measured cost of the JR term, with the real autograd implementation, now, on the model's device.
 
     For each variant one timed call is a full training-step computation on the batch x:
@@ -162,10 +165,19 @@ def cost_ratio(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
     'plain' (no JR), n_proj = 1, 2, ... and 'exact' (C backward passes, eq. 6).
     The median of ``repeats`` calls (after one warm-up) is reported. The model is put in eval
     mode (dropout off) for comparability and its parameter ``.grad`` are cleared afterwards.
+    step_setup: how to take the steps, as :func:`jacviz.train.step_setup` says a JR run of this model
+      on this device is trained ({'memory_format': 'contiguous' | 'channels_last', 'conv_input_grad':
+      'torch' | 'transposed'}); a copy of the model is timed then, so the model passed in is never
+      changed. None: PyTorch's own double backward in the default layout.
 
-    Returns {'device', 'machine', 'batch', 'seconds': {name: s}, 'ratio_to_exact': {name: r},
-             'ratio_to_plain': {name: r}}.
+    Returns {'device', 'machine', 'batch', 'step_setup', 'seconds': {name: s}, 'ratio_to_exact':
+             {name: r}, 'ratio_to_plain': {name: r}}.
     """
+    setup = dict(step_setup or {"memory_format": "contiguous", "conv_input_grad": "torch"})
+    if step_setup is not None:
+        fmt = torch.channels_last if setup["memory_format"] == "channels_last" else torch.contiguous_format
+        model = copy.deepcopy(model).to(memory_format=fmt)
+        x = x.contiguous(memory_format=fmt)
     dev = next(model.parameters()).device
     x = x.to(dev)
     if y is None:
@@ -190,22 +202,23 @@ def cost_ratio(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
     variants: list = ["plain", *[int(n) for n in n_projs], "exact"]
     seconds = {}
     try:
-        for var in variants:
-            step(var)  # warm-up
-            _sync(dev)
-            ts = []
-            for _ in range(max(1, repeats)):
-                t0 = time.perf_counter()
-                step(var)
+        with transposed_input_grads(model, enabled=setup["conv_input_grad"] == "transposed"):
+            for var in variants:
+                step(var)  # warm-up
                 _sync(dev)
-                ts.append(time.perf_counter() - t0)
-            seconds[str(var)] = statistics.median(ts)
+                ts = []
+                for _ in range(max(1, repeats)):
+                    t0 = time.perf_counter()
+                    step(var)
+                    _sync(dev)
+                    ts.append(time.perf_counter() - t0)
+                seconds[str(var)] = statistics.median(ts)
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     exact = seconds["exact"]
     plain = seconds["plain"]
     return {"device": str(dev), "machine": machine_name(dev), "batch": int(len(x)), "repeats": int(repeats),
-            "seconds": seconds,
+            "step_setup": setup, "seconds": seconds,
             "ratio_to_exact": {k: v / exact for k, v in seconds.items()},
             "ratio_to_plain": {k: v / plain for k, v in seconds.items()}}

@@ -78,6 +78,15 @@ def test_every_page_runs(app):
             assert "Exact batch mean ‖J‖_F (normalized input)" in [m.label for m in app.metric]
             app.radio(key="est_space").set_value("pixel").run()
             assert "Exact batch mean ‖J‖_F (pixel input)" in [m.label for m in app.metric]
+            # the cost table says how its steps were taken (as Train would take a JR step of this model here)
+            app.number_input(key="est_B").set_value(8)
+            app.number_input(key="est_cost_reps").set_value(1)
+            app.button(key="est_cost_go").click().run()
+            assert not app.exception, _errors(app)
+            said = " ".join(m.value for m in app.markdown)
+            assert "stepped as *Train* steps this model here: channels_last layout" in said
+            assert "PyTorch's own double backward" in said  # LeNet' keeps it (jacviz.train.jr_transposed_convs)
+            assert len(app.dataframe[-1].value) == 1 + len(app.multiselect(key="est_nproj").value) + 1
 
 
 def test_sample_plane_and_models_change_output(app, user_models):

@@ -98,6 +98,36 @@ def test_cost_ratio_reports_times():
     assert out["ratio_to_exact"]["exact"] == 1.0
     assert out["machine"]
     assert all(p.grad is None for p in m.parameters())
+    assert out["step_setup"] == {"memory_format": "contiguous", "conv_input_grad": "torch"}
+
+
+def test_cost_ratio_steps_as_training_does_on_a_copy(monkeypatch):
+    """Given jacviz.train's step set-up (DDNet JR on a CPU: channels_last, transposed convolution
+    gradients) the timings are of that set-up, on a copy: the model passed in keeps its layout and
+    PyTorch's convolutions."""
+    import models
+    from jacviz import train
+    from jacviz.config import TrainConfig
+
+    torch.manual_seed(0)
+    m = models.build("ddnet")
+    setup = train.step_setup(TrainConfig(model="ddnet", dataset="cifar10", jr=0.01), torch.device("cpu"))
+    assert setup == {"memory_format": "channels_last", "conv_input_grad": "transposed"}
+    timed, seen = [], []
+    real_ctx, real_pen = estimator.transposed_input_grads, estimator.jacobian_penalty
+    monkeypatch.setattr(estimator, "transposed_input_grads",
+                        lambda model, enabled: timed.append(model) or real_ctx(model, enabled))
+
+    def penalty(x, logits, n_proj):  # what each timed JR step runs on
+        seen.append((x.is_contiguous(memory_format=torch.channels_last),
+                     sum("_conv_forward" in c.__dict__ for c in timed[-1].modules())))
+        return real_pen(x, logits, n_proj)
+    monkeypatch.setattr(estimator, "jacobian_penalty", penalty)
+    out = estimator.cost_ratio(m, torch.rand(4, 3, 32, 32), n_projs=(1,), repeats=1, step_setup=setup)
+    assert out["step_setup"] == setup and set(out["seconds"]) == {"plain", "1", "exact"}
+    assert len(seen) == 4 and set(seen) == {(True, 4)}  # n_proj = 1 and exact, warm-up and timed
+    assert timed[0] is not m and not any("_conv_forward" in c.__dict__ for c in m.modules())
+    assert all(p.is_contiguous() for p in m.parameters())
 
 
 def test_gallery_predict_and_select():

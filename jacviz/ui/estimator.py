@@ -1,10 +1,11 @@
 """Page: how good is the random-projection estimate of ||J||_F^2 (Section 2.3, eq. 16)?"""
+import dataclasses
 import json
 
 import pandas as pd
 import streamlit as st
 
-from jacviz import estimator, plots_estimator
+from jacviz import estimator, plots_estimator, train
 from jacviz.ui import common
 
 st.title("Jacobian estimator")
@@ -109,14 +110,21 @@ cost_key = ("est_cost", mid, entry.ckpt.path.stat().st_mtime_ns, int(n), int(rep
 if go_cost:
     x, y = x_all[: int(n)], y_all[: int(n)]
     with st.spinner("Timing..."):
+        # stepped as jacviz.train would step a JR run of this model here (layout, convolution gradients)
+        setup = train.step_setup(dataclasses.replace(entry.config, jr=entry.config.jr or 0.01),
+                                 next(entry.model.parameters()).device)
         st.session_state["est_cost_result"] = (cost_key, estimator.cost_ratio(
-            entry.model, x, y, n_projs=timed, repeats=int(reps)))
+            entry.model, x, y, n_projs=timed, repeats=int(reps), step_setup=setup))
 res = st.session_state.get("est_cost_result")
 with cc2:
     if res and res[0] == cost_key:
         cost = res[1]
+        su = cost["step_setup"]
         st.markdown(f"Measured on **{cost['machine']}** (`{cost['device']}`), batch {cost['batch']}, "
-                    f"median of {cost['repeats']} runs.")
+                    f"median of {cost['repeats']} runs; stepped as *Train* steps this model here: "
+                    f"{su['memory_format']} layout, convolution input gradients "
+                    + ("as transposed convolutions (`jacviz.jr_conv`)" if su["conv_input_grad"] == "transposed"
+                       else "by PyTorch's own double backward") + ".")
         ct = pd.DataFrame([{"variant": k if k in ("plain", "exact") else f"n_proj={k}",
                             "seconds per step": v,
                             "× plain step": cost["ratio_to_plain"][k],
