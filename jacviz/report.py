@@ -1288,7 +1288,9 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
         fmt = ", channels_last" if env.get("memory_format") == "channels_last" else ""  # faster steps, own row
         if env.get("conv_input_grad") == "transposed":  # JR's faster double backward (jacviz.jr_conv), own row
             fmt += ", transposed-conv JR"
-        if len(env.get("step_setups", [])) > 1:
+        recorded = [{k: v for k, v in su.items() if k != "from_iteration"} for su in env.get("step_setups", [])
+                    if "unrecorded" not in su.values()]  # resume files before 2026-12-07 did not say
+        if any(su != recorded[0] for su in recorded):
             fmt += ", step set-up changed mid-run"
         return fmt + (f", on {env.get('device_name') or env.get('device')} (GPU)" if on_gpu(env) else "")
 

@@ -526,13 +526,19 @@ def test_gpu_runs_are_timed_apart_and_named_in_the_report(tmp_path):
     nhwc["meta"]["memory_format"] = "channels_last"
     tr = json.loads(json.dumps(nhwc))  # with transposed-convolution JR gradients, resumed from the old set-up
     tr["key"], tr["config"]["seed"], tr["metrics"]["train_time_s"] = "0123456787", 97, 5.0
-    tr["meta"].update(conv_input_grad="transposed", step_setups=[{"from_iteration": 0}, {"from_iteration": 9}])
-    rows = report.timing_rows(cpu + [gpu, nhwc, tr])
+    tr["meta"].update(conv_input_grad="transposed", step_setups=[
+        {"from_iteration": 0, "memory_format": "contiguous", "conv_input_grad": "torch"},
+        {"from_iteration": 9, "memory_format": "channels_last", "conv_input_grad": "transposed"}])
+    old = json.loads(json.dumps(tr))  # resumed from a file that predates the record: not called a change
+    old["key"], old["config"]["seed"], old["metrics"]["train_time_s"] = "0123456786", 96, 3.0
+    old["meta"]["step_setups"][0].update(memory_format="unrecorded", conv_input_grad="unrecorded")
+    rows = report.timing_rows(cpu + [gpu, nhwc, tr, old])
     by_kind = {r[0]: r for r in rows}
     cpu_kind = "ddnet, few-shot k=1, full batch 10, 10k iterations, no JR"
     assert by_kind[cpu_kind][1] == len(cpu) and by_kind[cpu_kind + ", on Test GPU (GPU)"][1:3] == [1, "12"]
     assert by_kind[cpu_kind + ", channels_last"][1:3] == [1, "7"]
     assert by_kind[cpu_kind + ", channels_last, transposed-conv JR, step set-up changed mid-run"][1:3] == [1, "5"]
+    assert by_kind[cpu_kind + ", channels_last, transposed-conv JR"][1:3] == [1, "3"]
     (tmp_path / "cifar10_runs.json").write_text(json.dumps({**R, "runs": R["runs"] + [gpu]}))
     md = report_cifar.section(tmp_path, png=False)
     bullet = next(line for line in md.splitlines() if line.startswith("- **Few-shot**"))
