@@ -147,7 +147,8 @@ def machine_name(device: torch.device | str = "cpu") -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    return f"{cpu_model()}, {torch.get_num_threads()} torch threads"
+    n = torch.get_num_threads()
+    return f"{cpu_model()}, {n} torch thread{'s' if n != 1 else ''}"
 
 
 def _sync(device: torch.device) -> None:
