@@ -1,7 +1,7 @@
 """Does taking convolutions' input gradient as a transposed convolution (jacviz.jr_conv) make a JR step faster?
 
     python benchmarks/jr_conv.py [--models lenet,ddnet,resnet18] [--batch 100,300] [--steps 5] [--rounds 3]
-                                 [--threads N] [--device cpu]
+                                 [--threads N] [--device cpu] [--formats contiguous,channels_last]
 
 Times one eager JR training step as jacviz.train takes it (forward, cross-entropy, the n_proj = 1
 penalty and its double backward, backward, SGD with momentum) with PyTorch's own convolution
@@ -55,7 +55,9 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--formats", default="contiguous,channels_last", help="memory layouts to time")
     a = p.parse_args(argv)
+    formats = a.formats.split(",")
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -64,7 +66,7 @@ def main(argv=None) -> None:
           f"{time.strftime('%Y-%m-%d %H:%M')}; median of {a.steps} steps, {a.rounds} alternating rounds")
     print("model     batch format         plain s   JR torch s  JR transposed s  torch/transposed  "
           "JR torch/plain  JR transposed/plain")
-    variants = [(kind, fmt, tr) for fmt in FORMATS for kind, tr in (("plain", False), ("1", False), ("1", True))]
+    variants = [(kind, fmt, tr) for fmt in formats for kind, tr in (("plain", False), ("1", False), ("1", True))]
     for name in a.models.split(","):
         for batch in map(int, a.batch.split(",")):
             t = {v: [] for v in variants}
@@ -74,8 +76,8 @@ def main(argv=None) -> None:
                 for v in variants:
                     t[v].append(timed(name, batch, *v, a.steps, dev))
             med = {v: statistics.median(ts) for v, ts in t.items()}
-            plain = min(med[("plain", f, False)] for f in FORMATS)
-            for f in FORMATS:
+            plain = min(med[("plain", f, False)] for f in formats)
+            for f in formats:
                 p_, jt, jf = med[("plain", f, False)], med[("1", f, False)], med[("1", f, True)]
                 print(f"{name:9s} {batch:5d} {f:13s} {p_:9.4f} {jt:11.4f} {jf:16.4f} {jt / jf:17.2f} "
                       f"{jt / plain:15.2f} {jf / plain:20.2f}", flush=True)

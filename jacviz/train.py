@@ -154,7 +154,7 @@ def jr_transposed_convs(config: TrainConfig, dev: torch.device) -> bool:
     benchmarks/results/jr_conv_cpu_2026-12-07.txt), a JR step's time with PyTorch's double backward
     over its time transposed: DDNet 1.39x at batch 100 and 1.51x at 300 (PyTorch's in the default
     layout, the one it trained in, against transposed in channels_last; the JR / plain step ratio fell
-    from 2.9-3.6 to 2.1-2.4); ResNet-18 1.14x at batch 100 (both in the default layout; channels_last
+    from 2.9-3.6 to 2.1-2.4); ResNet-18 1.14-1.16x at batch 100 (both in the default layout; channels_last
     JR steps took 1.6x longer); LeNet' 0.75-1.24x, no gain, so it keeps PyTorch's. Not measured on a GPU."""
     return dev.type == "cpu" and bool(config.jr) and config.model in ("ddnet", "resnet18")
 
