@@ -1,6 +1,7 @@
 """Pieces shared by the benchmark scripts (run as `python benchmarks/<name>.py`)."""
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from typing import Callable
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 
 import models
 from jacviz import data
+from jacviz.machine import cpu_model
 
 
 def quick_lenet(steps: int = 400, seed: int = 0) -> torch.nn.Module:
@@ -45,3 +47,11 @@ def median_step_seconds(step: Callable[[], None], steps: int, dev: torch.device,
         if i >= warmup:
             times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def header(dev: torch.device, steps: int, rounds: int) -> str:
+    """'# <machine>, torch <version>, <n> thread(s), <date time>; median of <steps> steps, <rounds> alternating
+    rounds': the first line of a results file of the alternating-rounds benchmarks."""
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{cpu_model()} ({platform.machine()})"
+    return (f"# {where}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+            f"{time.strftime('%Y-%m-%d %H:%M')}; median of {steps} steps, {rounds} alternating rounds")

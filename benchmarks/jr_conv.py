@@ -16,35 +16,23 @@ batches (time does not depend on pixel values). Results: benchmarks/results/jr_c
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import models  # noqa: E402
-from _common import median_step_seconds  # noqa: E402
-from jacviz.jr_conv import transposed_input_grads  # noqa: E402
-from jacviz.machine import cpu_model  # noqa: E402
-from memory_format import train_step  # noqa: E402
+from _common import header  # noqa: E402
+from memory_format import step_time  # noqa: E402
 
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def timed(name: str, batch: int, kind: str, fmt: str, transposed: bool, steps: int, dev: torch.device) -> float:
     """Median seconds of a ``kind`` step ('plain' or '1' = JR n_proj 1) of a fresh seed-0 model."""
-    torch.manual_seed(0)
-    model = models.build(name).to(dev).to(memory_format=FORMATS[fmt]).train()
-    x = torch.rand(batch, *model.input_shape, device=dev).contiguous(memory_format=FORMATS[fmt])
-    y = torch.randint(0, 10, (batch,), device=dev)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    std = models.input_std(model)
-    with transposed_input_grads(model, enabled=transposed):
-        return median_step_seconds(lambda: train_step(model, opt, x, y, kind, std), steps, dev)
+    return step_time(name, batch, kind, FORMATS[fmt], steps, dev, transposed)
 
 
 def main(argv=None) -> None:
@@ -61,9 +49,7 @@ def main(argv=None) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
-    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{cpu_model()} ({platform.machine()})"
-    print(f"# {where}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"{time.strftime('%Y-%m-%d %H:%M')}; median of {a.steps} steps, {a.rounds} alternating rounds")
+    print(header(dev, a.steps, a.rounds))
     print("model     batch format         plain s   JR torch s  JR transposed s  torch/transposed  "
           "JR torch/plain  JR transposed/plain")
     variants = [(kind, fmt, tr) for fmt in formats for kind, tr in (("plain", False), ("1", False), ("1", True))]

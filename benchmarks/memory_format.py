@@ -26,10 +26,8 @@ Not measured on a GPU, where training keeps the default format.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -37,9 +35,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models  # noqa: E402
-from _common import median_step_seconds  # noqa: E402
+from _common import header, median_step_seconds  # noqa: E402
 from jacviz.attacks import fgsm  # noqa: E402
-from jacviz.machine import cpu_model  # noqa: E402
+from jacviz.jr_conv import transposed_input_grads  # noqa: E402
 from jr_overhead import _train_step  # noqa: E402
 
 
@@ -52,15 +50,18 @@ def train_step(model, opt, x, y, kind: str, std: float) -> None:
     _train_step(model, opt, x, y, "plain" if kind in ("plain", "at") else int(kind), std)
 
 
-def step_time(name: str, batch: int, kind: str, fmt: torch.memory_format, steps: int, dev: torch.device) -> float:
-    """Median seconds per step of a fresh model (seed 0) with weights and batch in memory format ``fmt``."""
+def step_time(name: str, batch: int, kind: str, fmt: torch.memory_format, steps: int, dev: torch.device,
+              transposed: bool = False) -> float:
+    """Median seconds per step of a fresh model (seed 0) with weights and batch in memory format ``fmt``;
+    ``transposed``: inside jacviz.jr_conv.transposed_input_grads (benchmarks/jr_conv.py)."""
     torch.manual_seed(0)
     model = models.build(name).to(dev).to(memory_format=fmt).train()
     x = torch.rand(batch, *model.input_shape, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=dev)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     std = models.input_std(model)
-    return median_step_seconds(lambda: train_step(model, opt, x, y, kind, std), steps, dev)
+    with transposed_input_grads(model, enabled=transposed):
+        return median_step_seconds(lambda: train_step(model, opt, x, y, kind, std), steps, dev)
 
 
 def main(argv=None) -> None:
@@ -76,9 +77,7 @@ def main(argv=None) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
-    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{cpu_model()} ({platform.machine()})"
-    print(f"# {where}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"{time.strftime('%Y-%m-%d %H:%M')}; median of {a.steps} steps, {a.rounds} alternating rounds")
+    print(header(dev, a.steps, a.rounds))
     print("model     batch kind   contiguous s  channels_last s  contiguous/channels_last")
     for name in a.models.split(","):
         for batch in map(int, a.batch.split(",")):

@@ -127,12 +127,12 @@ def test_jr_conv_benchmark_switches_the_model_it_times_and_only_that(monkeypatch
     jacviz.jr_conv.transposed_input_grads and 'torch' ones do not: count the switched convolutions
     each timed DDNet step sees."""
     seen = []
-    real = jr_conv.train_step
+    real = memory_format.train_step
 
     def spy(model, *a):
         seen.append(sum("_conv_forward" in m.__dict__ for m in model.modules()))
         return real(model, *a)
-    monkeypatch.setattr(jr_conv, "train_step", spy)
+    monkeypatch.setattr(memory_format, "train_step", spy)
     for transposed, want in ((False, 0), (True, 4)):
         seen.clear()
         assert jr_conv.timed("ddnet", 2, "1", "channels_last", transposed, 1, torch.device("cpu")) > 0
