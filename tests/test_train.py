@@ -259,7 +259,7 @@ def test_half_precision_checkpoint_keeps_accuracy(tmp_path, name, mnist_test):
 
 
 def test_ddnet_on_the_cpu_trains_channels_last_to_the_same_weights(tmp_path, monkeypatch):
-    """step_memory_format puts LeNet' and DDNet without JR in channels_last on a CPU (faster there;
+    """step_memory_format puts LeNet' and DDNet (with JR: in jacviz.jr_conv's set-up) in channels_last on a CPU (faster there;
     see benchmarks/memory_format.py): only the summation order may change, so two few-shot steps with
     dropout (same masks) must end at the default format's weights up to float32 rounding, and the
     model and checkpoint handed back are in the default format. (Over
