@@ -162,7 +162,8 @@ def jr_transposed_convs(config: TrainConfig, dev: torch.device) -> bool:
 def step_setup(config: TrainConfig, dev: torch.device) -> dict:
     """How this machine takes a training step of ``config``: memory format and JR's convolution
     input gradient ('transposed' or PyTorch's 'torch'). Checkpoints record it (meta.step_setups)."""
-    return {"memory_format": "channels_last" if step_memory_format(config, dev) == torch.channels_last else "contiguous",
+    fmt = step_memory_format(config, dev)
+    return {"memory_format": "channels_last" if fmt == torch.channels_last else "contiguous",
             "conv_input_grad": "transposed" if jr_transposed_convs(config, dev) else "torch"}
 
 

@@ -259,10 +259,10 @@ def test_half_precision_checkpoint_keeps_accuracy(tmp_path, name, mnist_test):
 
 
 def test_ddnet_on_the_cpu_trains_channels_last_to_the_same_weights(tmp_path, monkeypatch):
-    """step_memory_format puts LeNet' and DDNet (with JR: in jacviz.jr_conv's set-up) in channels_last on a CPU (faster there;
-    see benchmarks/memory_format.py): only the summation order may change, so two few-shot steps with
-    dropout (same masks) must end at the default format's weights up to float32 rounding, and the
-    model and checkpoint handed back are in the default format. (Over
+    """step_memory_format puts LeNet' and DDNet (with JR: in jacviz.jr_conv's set-up) in channels_last on
+    a CPU (faster there; see benchmarks/memory_format.py): only the summation order may change, so two
+    few-shot steps with dropout (same masks) must end at the default format's weights up to float32
+    rounding, and the model and checkpoint handed back are in the default format. (Over
     30 steps few-shot training amplified any rounding change, 2 threads against 1 included, to
     1e-4-2e-3 of a weight: so two steps, not a whole run.)"""
     import jacviz.train as train
@@ -323,7 +323,8 @@ def test_ddnet_jr_steps_with_transposed_conv_gradients_reach_pytorchs_weights_an
     assert not any("_conv_forward" in m.__dict__ for m in fast.model.modules())
     meta = checkpoints.load(fast.path).meta
     assert (meta["memory_format"], meta["conv_input_grad"]) == ("channels_last", "transposed")
-    assert meta["step_setups"] == [{"from_iteration": 0, "memory_format": "channels_last", "conv_input_grad": "transposed"}]
+    assert meta["step_setups"] == [
+        {"from_iteration": 0, "memory_format": "channels_last", "conv_input_grad": "transposed"}]
     assert checkpoints.load(old.path).meta["conv_input_grad"] == "torch"
     # one iteration the old way, then resumed by the new code
     fit(cfg, out_dir=tmp_path / "mixed", show_progress=False, stop_after=1)
