@@ -67,6 +67,9 @@ class TrainConfig:
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
         if self.n_proj is not None and self.n_proj < 1:
             raise ValueError("n_proj must be >= 1, or None for the exact penalty")
+        if self.jac_samples is not None and not 1 <= self.jac_samples <= self.eval_samples:
+            raise ValueError("jac_samples must be between 1 and eval_samples (the first test images of the "
+                             "final ||J||_F are taken from those the accuracy is measured on)")
         if not 0 <= self.dropout < 1:
             raise ValueError("dropout must be in [0, 1)")
         from models import INITS

@@ -8,6 +8,8 @@ by std**2 so that lambda_JR = 0.01 means what it means in the paper (normalized 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -87,15 +89,24 @@ def jacobian_matrix(model: nn.Module, x: torch.Tensor, chunk: int = 256) -> torc
 
 
 def jacobian_frobenius(model: nn.Module, x: torch.Tensor, space: str = "normalized",
-                       chunk: int = 256) -> torch.Tensor:
+                       chunk: int = 256, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Exact ||J(x)||_F per sample, shape (B,), no graph kept.
 
     space: 'normalized' (w.r.t. the model's preprocessed input, the paper's Table 1 convention)
     or 'pixel' (w.r.t. the [0, 1] input; normalized = pixel * std).
+    chunk: images per batched VJP; only each chunk's (chunk, C, *input_shape) Jacobian is held at a
+    time (all 10,000 CIFAR-10 test images at once are 1.2 GB of float32).
+    progress: called as ``progress(done, total)`` after each chunk (C backward passes an image: DDNet
+    took ~41 ms an image on one thread of the project's 2-core CPU VM, ~7 min for the 10,000 test images).
     """
     if space not in ("normalized", "pixel"):
         raise ValueError("space must be 'normalized' or 'pixel'")
-    norms = jacobian_matrix(model, x, chunk).flatten(1).norm(dim=1)
+    parts = []
+    for start in range(0, len(x), chunk):
+        parts.append(jacobian_matrix(model, x[start:start + chunk], chunk).flatten(1).norm(dim=1))
+        if progress:
+            progress(min(start + chunk, len(x)), len(x))
+    norms = torch.cat(parts) if parts else x.new_zeros(0)
     if space == "normalized":
         norms = norms * float(model.normalize.std)
     return norms

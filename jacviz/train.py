@@ -93,16 +93,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 10
     return correct / max(1, len(x))
 
 
-def evaluate(model: nn.Module, dataset: str, n: int = 10000, n_jac: int | None = None) -> dict:
+def evaluate(model: nn.Module, dataset: str, n: int = 10000, n_jac: int | None = None,
+             jac_progress: Callable[[int, int], None] | None = None) -> dict:
     """Clean test accuracy on the first ``n`` test samples and mean exact ||J||_F on the first
-    ``n_jac`` (default n), in normalized and pixel space; USPS accuracy for MNIST models."""
+    ``n_jac`` (default n), in normalized and pixel space; USPS accuracy for MNIST models.
+    jac_progress: ``(images done, n_jac)`` after each chunk of the exact norms, the slow part
+    (C backward passes an image)."""
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
     x, y = data.load(dataset, "test")
     x, y = x[:n], y[:n]
     xj = x[: (n_jac or n)].to(dev)
-    jn = jacobian_frobenius(model, xj, "normalized").cpu()
+    jn = jacobian_frobenius(model, xj, "normalized", progress=jac_progress).cpu()
     std = models.input_std(model)
     out = {"test_acc": accuracy(model, x, y), "n_test": len(x),
            "jac_fro_normalized": jn.mean().item(), "jac_fro_pixel": (jn / std).mean().item(),
@@ -181,7 +184,9 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, progress: Progre
     progress: called with a dict every few iterations ({'kind': 'step', 'iteration', 'total',
       'loss', 'ce', 'jr', 'lr', 'elapsed_s': wall seconds of training so far, earlier sessions of a resumed
       run included, 'eta_s': seconds the remaining iterations will take at this session's pace, evaluations
-      included, the final one not}) and after each evaluation ({'kind': 'eval', ...metrics}).
+      included, the final one not}), during each evaluation's exact ||J||_F ({'kind': 'eval_progress',
+      'iteration', 'final': the evaluation after training, 'done', 'total': test images, 'elapsed_s', 'eta_s'})
+      and after each evaluation during training ({'kind': 'eval', ...metrics}).
     resume: continue from ``<key>.resume.pt`` when it exists (same result as uninterrupted).
     stop_after: stop (as if interrupted) after this many iterations, leaving the resume file.
     n_jac_during: test samples for the mean ||J||_F at intermediate evaluations (final: config.jac_samples).
@@ -256,6 +261,24 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
             st["rng_cuda"] = torch.cuda.get_rng_state()
         checkpoints.atomic_torch_save(st, resume_path)
 
+    def eval_reporter(iteration: int, final: bool) -> Callable[[int, int], None]:
+        """Progress of an evaluation's exact ||J||_F, as 'eval_progress' events and, for the final one
+        (all eval_samples unless jac_samples is set: minutes for DDNet on a CPU), a tqdm bar."""
+        state: dict = {"t": time.perf_counter()}
+
+        def report(done: int, total: int) -> None:
+            if "bar" not in state:
+                state["bar"] = tqdm(total=total, disable=not (show_progress and final), unit="image",
+                                    desc="final evaluation, exact ||J||_F", dynamic_ncols=True, leave=False)
+            state["bar"].update(done - state["bar"].n)
+            if progress:
+                el = time.perf_counter() - state["t"]
+                progress({"kind": "eval_progress", "iteration": iteration, "final": final, "done": done,
+                          "total": total, "elapsed_s": el, "eta_s": el / done * (total - done)})
+            if done >= total:
+                state["bar"].close()
+        return report
+
     end = config.iterations if stop_after is None else min(config.iterations, stop_after)
     bar = tqdm(total=config.iterations, initial=start, disable=not show_progress,
                desc=f"train {config.label()}", unit="it", dynamic_ncols=True)
@@ -300,7 +323,8 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
                           "loss": loss.item(), "ce": ce.item(), "jr": jr_val.item(), "lr": lr,
                           "elapsed_s": now - t0, "eta_s": (now - t_session) / (done - start) * (config.iterations - done)})
             if done % config.eval_every == 0 or done == config.iterations:
-                m = evaluate(model, config.dataset, config.eval_samples, n_jac_during)
+                m = evaluate(model, config.dataset, config.eval_samples, n_jac_during,
+                             eval_reporter(done, final=False))
                 n = max(1, run["n"])
                 rec = {"iteration": done, "train_loss": run["loss"] / n, "train_ce": run["ce"] / n,
                        "train_jr": run["jr"] / n, "lr": lr, "wall_time_s": time.perf_counter() - t0,
@@ -322,7 +346,8 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
         return TrainResult(model, config, {}, history, resume_path, False)
 
     wall = time.perf_counter() - t0
-    metrics = evaluate(model, config.dataset, config.eval_samples, config.jac_samples)
+    metrics = evaluate(model, config.dataset, config.eval_samples, config.jac_samples,
+                       eval_reporter(config.iterations, final=True))
     metrics.update({"train_time_s": round(wall, 1), "iterations": config.iterations,
                     "final_train_loss": history[-1]["train_loss"] if history else None})
     # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses

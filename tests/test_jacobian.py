@@ -36,6 +36,16 @@ def test_frobenius_spaces(lenet_and_x):
     assert torch.allclose(jacobian_frobenius(model, x, "normalized"), pix * 0.3081, rtol=1e-5)
 
 
+def test_frobenius_in_chunks_equals_one_batch_and_reports_progress(lenet_and_x):
+    """Chunked norms (only a chunk's Jacobian held at a time) equal the one-batch ones, and progress
+    hears (images done, total) after each chunk."""
+    model, x = lenet_and_x
+    calls = []
+    chunked = jacobian_frobenius(model, x, "pixel", chunk=5, progress=lambda d, n: calls.append((d, n)))
+    assert torch.allclose(chunked, jacobian_frobenius(model, x, "pixel"), rtol=1e-5)
+    assert calls == [(5, 16), (10, 16), (15, 16), (16, 16)]
+
+
 def test_linear_model_norm_is_weight_norm():
     torch.manual_seed(1)
     lin = nn.Linear(20, 7)

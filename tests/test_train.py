@@ -201,16 +201,57 @@ def test_config_key_and_label():
 
 def test_cli_train_writes_loadable_checkpoint(tmp_path):
     out = subprocess.run([sys.executable, "-m", "jacviz", "train", "--iterations", "60", "--eval-samples", "300",
-                          "--jr", "0.01", "--out", str(tmp_path), "--device", "cpu", "--manifest"],
+                          "--jac-samples", "100", "--jr", "0.01", "--out", str(tmp_path), "--device", "cpu",
+                          "--manifest"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["label"] == "JR" and 0 < summary["test_acc"] <= 1 and summary["jac_fro_normalized"] > 0
+    assert summary["n_test"] == 300 and summary["n_jac"] == 100
     assert "it/s" in out.stderr  # progress bar shown
+    assert "final evaluation, exact ||J||_F" in out.stderr  # and one for the final norms, which can take minutes
     ck = checkpoints.load(summary["checkpoint"])
     assert ck.metrics["test_acc"] == summary["test_acc"]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["checkpoints"][0]["label"] == "JR"
+
+
+def test_evaluations_report_the_progress_of_their_exact_jacobian_norms(tmp_path):
+    """The exact ||J||_F is an evaluation's slow part (C backward passes an image; the final one over
+    all 10,000 test images took ~7 min for DDNet on one CPU thread), so fit reports it chunk by chunk:
+    'eval_progress' events for the evaluations during training (first min(eval_samples, 1,000) images)
+    and for the final one (jac_samples), which the Train page shows as its own bar."""
+    from jacviz.ui.common import eval_text
+
+    cfg = TrainConfig(iterations=40, milestones=(), eval_every=20, eval_samples=600, jac_samples=300, device="cpu")
+    events = []
+    res = fit(cfg, show_progress=False, progress=lambda ev: events.append(ev) if ev["kind"] != "step" else None)
+    seen = [(e["kind"], e["iteration"], e.get("final"), e.get("done"), e.get("total")) for e in events]
+    # chunks of 256 images; the intermediate evaluations' norms over the first 600, the final's over 300
+    assert seen == [("eval_progress", 20, False, 256, 600), ("eval_progress", 20, False, 512, 600),
+                    ("eval_progress", 20, False, 600, 600), ("eval", 20, None, None, None),
+                    ("eval_progress", 40, False, 256, 600), ("eval_progress", 40, False, 512, 600),
+                    ("eval_progress", 40, False, 600, 600), ("eval", 40, None, None, None),
+                    ("eval_progress", 40, True, 256, 300), ("eval_progress", 40, True, 300, 300)]
+    assert res.metrics["n_jac"] == 300 and res.metrics["n_test"] == 600
+    first, last = events[-2], events[-1]
+    assert 0 < first["elapsed_s"] <= last["elapsed_s"] and last["eta_s"] == 0
+    assert first["eta_s"] == pytest.approx(first["elapsed_s"] / 256 * 44, rel=1e-6)
+    assert eval_text(first).startswith("final evaluation: exact ‖J‖_F of test image 256 of 300 · ")
+    assert eval_text(first).endswith(" to go") and not eval_text(last).endswith(" to go")
+    assert eval_text(events[0]).startswith("evaluation at iteration 20: exact ‖J‖_F of test image 256 of 600")
+    with pytest.raises(ValueError, match="jac_samples"):
+        TrainConfig(eval_samples=100, jac_samples=300)
+
+
+def test_every_shipped_checkpoint_loads_with_plain_weights_only():
+    """A user's own ``torch.load(path, weights_only=True)``, with no allowlist, reads every shipped file
+    (two LeNet' files once held their torch version as a TorchVersion object, which it refuses)."""
+    paths = sorted(checkpoints.SHIPPED_DIR.rglob("*.pt"))
+    assert len(paths) >= 16
+    for p in paths:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+        assert obj["format"] == checkpoints.FORMAT and type(obj["meta"]["torch"]) is str, p.name
 
 
 def _subnormals_flushed() -> bool:

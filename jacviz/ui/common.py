@@ -260,6 +260,17 @@ def duration_text(seconds: float) -> str:
     return f"{m // 60} h {m % 60:02d} min"
 
 
+def eval_text(ev: dict) -> str:
+    """The Train page's progress-bar text for a ``train.fit`` 'eval_progress' event: which evaluation, how
+    many test images have their exact ‖J‖_F (C backward passes an image), and the time left at its pace."""
+    which = "final evaluation" if ev["final"] else f"evaluation at iteration {ev['iteration']:,}"
+    text = (f"{which}: exact ‖J‖_F of test image {ev['done']:,} of {ev['total']:,} · "
+            f"{duration_text(ev['elapsed_s'])} elapsed")
+    if ev["done"] < ev["total"]:
+        text += f", about {duration_text(ev['eta_s'])} to go"
+    return text
+
+
 def step_text(ev: dict) -> str:
     """The Train page's progress-bar text for a ``train.fit`` step event: where the run is, its loss and
     lr, the time it has taken and, at its pace so far, the time the remaining iterations will take."""

@@ -116,6 +116,10 @@ if submitted:
             if time.monotonic() - last["t"] > 1.0:
                 last["t"] = time.monotonic()
                 draw()
+        elif ev["kind"] == "eval_progress":
+            # the final evaluation fills the bar afresh: it can take minutes (DDNet on a CPU)
+            bar.progress(ev["done"] / ev["total"] if ev["final"] else min(1.0, ev["iteration"] / config.iterations),
+                         text=common.eval_text(ev))
         elif ev["kind"] == "eval":
             evals.append({"iteration": ev["iteration"], "test accuracy": ev["test_acc"],
                           "‖J‖_F (normalized input)": ev["jac_fro_normalized"], "n_jac": ev["n_jac"]})
