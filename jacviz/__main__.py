@@ -111,8 +111,12 @@ def cmd_train(argv) -> int:
     from . import checkpoints
     from .train import fit
 
-    a = train_parser().parse_args(argv)
-    config = config_from_args(a)
+    parser = train_parser()
+    a = parser.parse_args(argv)
+    try:
+        config = config_from_args(a)
+    except ValueError as err:  # TrainConfig's checks: the message says what to change, not a traceback
+        parser.error(str(err))
     out = a.out or str(checkpoints.user_dir())
     print(f"training {config.label()}: {config.describe()}", file=sys.stderr)
     res = fit(config, out_dir=out, resume=a.resume)

@@ -254,6 +254,15 @@ def test_every_shipped_checkpoint_loads_with_plain_weights_only():
         assert obj["format"] == checkpoints.FORMAT and type(obj["meta"]["torch"]) is str, p.name
 
 
+def test_cli_train_refuses_bad_settings_with_a_message_not_a_traceback():
+    for args, says in ((["--jac-samples", "20000"], "jac_samples must be between 1 and eval_samples"),
+                       (["--dropout", "1.5"], "dropout must be in [0, 1)")):
+        out = subprocess.run([sys.executable, "-m", "jacviz", "train", "--iterations", "1", *args],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert f"python -m jacviz train: error: {says}" in out.stderr
+
+
 def _subnormals_flushed() -> bool:
     return (torch.tensor([1e-39]) * 1.0).item() == 0.0
 
