@@ -68,13 +68,14 @@ def jacobians(model: nn.Module, x: torch.Tensor, space: str = "normalized") -> t
 VECTOR_BUDGET = 4_000_000  # float64 projection vectors held at once by projection_study (32 MB)
 
 
-def projection_estimates(J: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Eq. 8 per sample: C * mean over projections of |v . J|^2.
+def projection_estimates(JJt: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Eq. 8 per sample: C * mean over projections of |v . J|^2, formed as v^T (J J^T) v.
 
-    J: (B, C, I); v: (..., n_proj, B, C) unit vectors. Returns (..., B)."""
-    C = J.shape[1]
-    vj = torch.einsum("...nbc,bci->...nbi", v.to(J.dtype), J)
-    return C * vj.pow(2).sum(-1).mean(-2)
+    JJt: (B, C, C), each sample's J J^T; v: (..., n_proj, B, C) unit vectors. Returns (..., B).
+    The C x C Gram matrix stands in for J (C x input size), so each draw costs C^2, not C times the input."""
+    C = JJt.shape[-1]
+    v = v.to(JJt.dtype)
+    return C * torch.einsum("...nbc,bcd,...nbd->...nb", v, JJt, v).mean(-2)
 
 
 def projection_study(model: nn.Module, x: torch.Tensor, n_projs: Sequence[int] = (1, 2, 3, 5, 10),
@@ -118,7 +119,7 @@ def projection_study(model: nn.Module, x: torch.Tensor, n_projs: Sequence[int] =
         chunk, parts = max(1, VECTOR_BUDGET // (n * B * C)), []
         for r in range(0, repeats, chunk):
             v = unit_vectors((min(chunk, repeats - r), n, B, C), generator=g, dtype=torch.float64)
-            parts.append(C * torch.einsum("rnbc,bcd,rnbd->rnb", v, JJt, v).mean(1))
+            parts.append(projection_estimates(JJt, v))
         est = torch.cat(parts)
         batch = est.mean(1)                                    # (repeats,)
         ratio = est / exact

@@ -115,37 +115,40 @@ def test_cw_outputs_are_minimal_adversarials(lenet_plain, mnist_test):
 
 
 # ---------------------------------------------------------------- Foolbox 3.3.4 as the reference
-fb = pytest.importorskip("foolbox")
+@pytest.fixture(scope="module")
+def fb():
+    """Foolbox, for its three tests only (a module-level importorskip would skip this whole file)."""
+    return pytest.importorskip("foolbox")
 
 
-def _fmodel(model, x):
+def _fmodel(fb, model, x):
     return fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
 
 
-def test_fgsm_matches_foolbox(lenet_plain, batch):
+def test_fgsm_matches_foolbox(fb, lenet_plain, batch):
     x, y = batch
     eps = 0.1
-    _, _, ok_fb = fb.attacks.FGSM()(_fmodel(lenet_plain, x), x, y, epsilons=eps)
+    _, _, ok_fb = fb.attacks.FGSM()(_fmodel(fb, lenet_plain, x), x, y, epsilons=eps)
     ours = 1 - _acc(lenet_plain, A.fgsm(lenet_plain, x, y, eps), y)
     assert ours >= ok_fb.float().mean().item() - 0.01
 
 
-def test_pgd_matches_foolbox(lenet_plain, batch):
+def test_pgd_matches_foolbox(fb, lenet_plain, batch):
     x, y = batch
     eps, steps = 16 / 255, 20
     attack = fb.attacks.LinfBasicIterativeAttack(abs_stepsize=1 / 255, steps=steps, random_start=False)
-    _, _, ok_fb = attack(_fmodel(lenet_plain, x), x, y, epsilons=eps)
+    _, _, ok_fb = attack(_fmodel(fb, lenet_plain, x), x, y, epsilons=eps)
     ours = 1 - _acc(lenet_plain, A.pgd(lenet_plain, x, y, steps, step_size=1 / 255, eps=eps), y)
     assert ours >= ok_fb.float().mean().item() - 0.02
 
 
-def test_cw_matches_foolbox(lenet_plain, mnist_test):
+def test_cw_matches_foolbox(fb, lenet_plain, mnist_test):
     x, y = mnist_test
     x, y = x[:20], y[:20]
     steps, lr, rounds = 60, 0.05, 5
     attack = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=rounds, steps=steps, stepsize=lr,
                                               initial_const=0.01, confidence=0, abort_early=True)
-    _, adv_fb, ok_fb = attack(_fmodel(lenet_plain, x), x, y, epsilons=None)
+    _, adv_fb, ok_fb = attack(_fmodel(fb, lenet_plain, x), x, y, epsilons=None)
     # Foolbox returns its zero-initialized best (the black image) where it found nothing, and flags it a
     # success when the model misclassifies black: that is not a point CW found
     found = ok_fb & (adv_fb.flatten(1).abs().amax(1) > 0)

@@ -156,8 +156,12 @@ def test_several_models_share_one_grid(mnist_test, lenet_plain, lenet_jr):
     plane = cells.random_plane(x[0], 0)
     both = cells.decision_plane([lenet_plain, lenet_jr], x[0], plane, extent=5.0, resolution=31, mode="dense")
     one = cells.decision_plane(lenet_jr, x[0], plane, extent=5.0, resolution=31, mode="dense")[0]
+    plain = cells.decision_plane(lenet_plain, x[0], plane, extent=5.0, resolution=31, mode="dense")[0]
     assert len(both) == 2
     np.testing.assert_array_equal(both[1].labels, one.labels)
+    np.testing.assert_array_equal(both[0].labels, plain.labels)  # each model its own labels, in order
+    np.testing.assert_array_equal(both[0].confidence, plain.confidence)
+    assert not np.array_equal(plain.confidence, one.confidence)  # two different models: the check has teeth
     np.testing.assert_array_equal(both[0].coords, one.coords)
 
 

@@ -17,6 +17,7 @@ def test_cyclo_matches_autograd(acts):
     R = 0.5 * jacobian_penalty(x, mlp_forward(x, Ws, bs, acts), None)
     ref = torch.autograd.grad(R, Ws + bs, allow_unused=True, materialize_grads=True)
     dW, db = cyclo_gradients(x.detach(), [w.detach() for w in Ws], [b.detach() for b in bs], acts)
+    assert len(dW) == len(Ws) and len(db) == len(bs)  # zip below would stop at a short list
     for a, b in zip(ref, dW + db):
         assert a.shape == b.shape
         assert torch.allclose(a, b, atol=1e-10, rtol=1e-8)

@@ -28,7 +28,8 @@ def test_exact_matches_jacobian_frobenius():
 
 
 def test_projection_equals_autograd_vjp():
-    """C |v.J|^2 from the Jacobian matrix equals jacobian_penalty's autograd VJP with the same v."""
+    """C |v.J|^2 as projection_study forms it (v^T J J^T v) equals jacobian_penalty's autograd VJP with the
+    same v."""
     m = _model()
     x = torch.rand(5, 1, 28, 28)
     J = estimator.jacobians(m, x, space="pixel")
@@ -37,7 +38,7 @@ def test_projection_equals_autograd_vjp():
     ref = jacobian_penalty(xr, m(xr), n_proj=1, create_graph=False, generator=g1)
     g2 = torch.Generator().manual_seed(3)
     v = estimator.unit_vectors((1, 5, 10), generator=g2)
-    ours = estimator.projection_estimates(J, v).mean()
+    ours = estimator.projection_estimates(J @ J.transpose(1, 2), v).mean()
     assert math.isclose(float(ours), float(ref), rel_tol=1e-4)
 
 

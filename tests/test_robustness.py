@@ -89,6 +89,7 @@ def test_fgsm_curve_equals_fgsm_and_never_beats_clean(lenet_plain, small):
     c = R.accuracy_curve(lenet_plain, x, y, "fgsm", eps)
     clean = R.clean_accuracy(lenet_plain, x, y)
     assert c["accuracies"][0] == clean and max(c["accuracies"]) <= clean
+    assert len(c["accuracies"]) == len(eps)
     for e, acc in zip(eps, c["accuracies"]):
         assert acc == R.clean_accuracy(lenet_plain, A.fgsm(lenet_plain, x, y, e), y)
 
