@@ -7,6 +7,7 @@ and prints the measured cold-start time (server start to the decision-cell figur
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -49,9 +50,7 @@ def server():
         # .ci/run installs chromium and sets JACVIZ_REQUIRE_BROWSER=1: there a missing browser fails
         (pytest.fail if os.environ.get("JACVIZ_REQUIRE_BROWSER") else pytest.skip)(
             f"{CHROMIUM} missing (apt-get install -y chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         (pytest.fail if os.environ.get("JACVIZ_REQUIRE_BROWSER") else pytest.skip)(
             "the playwright package is missing (pip install -r requirements-test.txt)")
     port = _free_port()
