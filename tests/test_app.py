@@ -15,6 +15,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from jacviz import checkpoints
 from jacviz.config import TrainConfig
 from jacviz.train import fit
 
@@ -185,6 +186,16 @@ def test_missing_dataset_shows_error_not_exception(app, tmp_path, monkeypatch):
     assert not app.exception, _errors(app)
 
 
+def _fill_train_form(app):
+    """L2 from the preset, 20 iterations, accuracy on 100 test images, seed 5."""
+    app.selectbox(key="tr_preset").set_value("L2").run()
+    assert app.number_input(key="tr_wd").value == 5e-4
+    app.radio(key="tr_unit").set_value("iterations")
+    app.number_input(key="tr_iters").set_value(20)
+    app.number_input(key="tr_eval_n").set_value(100)
+    app.number_input(key="tr_seed").set_value(5)
+
+
 def test_training_in_the_app_adds_a_model(app, tmp_path, user_models, monkeypatch):
     for f in user_models[0].glob("*.pt"):
         (tmp_path / f.name).write_bytes(f.read_bytes())
@@ -192,12 +203,7 @@ def test_training_in_the_app_adds_a_model(app, tmp_path, user_models, monkeypatc
     app.run()
     before = set(app.multiselect(key="cells_models").options)
     app.switch_page("jacviz/ui/train.py").run()
-    app.selectbox(key="tr_preset").set_value("L2").run()
-    assert app.number_input(key="tr_wd").value == 5e-4
-    app.radio(key="tr_unit").set_value("iterations")
-    app.number_input(key="tr_iters").set_value(20)
-    app.number_input(key="tr_eval_n").set_value(100)
-    app.number_input(key="tr_seed").set_value(5)
+    _fill_train_form(app)
     next(b for b in app.button if b.label == "Train").click().run()
     assert not app.exception, _errors(app)
     assert app.success and "test accuracy" in app.success[0].value
@@ -210,6 +216,40 @@ def test_training_in_the_app_adds_a_model(app, tmp_path, user_models, monkeypatc
     ms.set_value([new_id]).run()
     assert not app.exception, _errors(app)
     assert app.dataframe[0].value["model"].iloc[0].startswith("L2")
+
+    # the same settings as a shipped checkpoint: the lists show the shipped one, and the page says so
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / f"{new_id}.pt").write_bytes((tmp_path / f"{new_id}.pt").read_bytes())
+    monkeypatch.setattr(checkpoints, "SHIPPED_DIR", shipped)
+    app.switch_page("jacviz/ui/train.py").run()
+    _fill_train_form(app)
+    next(b for b in app.button if b.label == "Train").click().run()
+    assert not app.exception, _errors(app)
+    assert any(f"settings of the shipped checkpoint `{new_id}.pt`" in i.value for i in app.info)
+    assert "show the shipped checkpoint of the same settings in its place" in app.success[0].value
+
+
+def test_train_page_stops_with_a_message_on_a_subset_only_cifar10(app, tmp_path, monkeypatch):
+    """All-data training on a CIFAR-10 folder rebuilt from the few-shot package (its other images are zeros)
+    is refused by fit; the page shows why instead of a traceback."""
+    from jacviz.fewshot_pack import MARKER
+
+    real = Path(os.environ["JACVIZ_DATA"]) / "cifar-10-batches-py"
+    mine = tmp_path / "cifar-10-batches-py"
+    mine.mkdir()
+    for f in real.iterdir():
+        (mine / f.name).symlink_to(f)
+    (mine / MARKER).write_text("test\n")
+    monkeypatch.setenv("JACVIZ_DATA", str(tmp_path))
+    monkeypatch.setenv("JACVIZ_USER_CHECKPOINTS", str(tmp_path / "user"))
+    app.switch_page("jacviz/ui/train.py").run()
+    app.selectbox(key="tr_model").set_value("ddnet")
+    app.radio(key="tr_unit").set_value("iterations")
+    app.number_input(key="tr_iters").set_value(5)
+    next(b for b in app.button if b.label == "Train").click().run()
+    assert not app.exception, _errors(app)
+    assert app.error and "Dataset missing" in app.error[0].value and "few-shot subsets" in app.error[0].value
 
 
 def test_train_page_explains_why_resnet18_takes_no_dropout(app):

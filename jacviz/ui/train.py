@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import models
-from jacviz import checkpoints
+from jacviz import checkpoints, data
 from jacviz.__main__ import config_from_args, form_argv, train_parser
 from jacviz.config import PAPER_VARIANTS
 from jacviz.train import fit
@@ -89,8 +89,14 @@ if submitted:
     except (ValueError, SystemExit) as err:
         st.error(f"Invalid settings: {err}")
         st.stop()
-    common.load_dataset(config.dataset, "train")  # a missing dataset stops here with its message
+    for split in ("train", "test"):  # a missing split stops here with its message, not an epoch in
+        common.load_dataset(config.dataset, split)
     st.markdown(f"**{config.label()}** — {config.describe()}  \nCheckpoint name: `{config.key()}.pt`")
+    twin = checkpoints.SHIPPED_DIR / f"{config.key()}.pt"
+    if twin.is_file():
+        st.info(f"These are the settings of the shipped checkpoint `{twin.name}` (same config hash). Your run is "
+                f"saved beside it in `{checkpoints.user_dir()}`, but the model lists show the shipped one for "
+                "these settings; change the seed to train a model of your own that they list.")
 
     bar = st.progress(0.0, text="starting...")
     c1, c2, c3 = st.columns(3)
@@ -104,7 +110,8 @@ if submitted:
                                 x_label="iteration", y_label="training loss (eq. 5)")
         if evals:
             df = pd.DataFrame(evals).set_index("iteration")
-            acc_box.line_chart(df[["test accuracy"]], x_label="iteration", y_label="test accuracy")
+            acc_box.line_chart(df[["test accuracy"]], x_label="iteration",
+                               y_label=f"test accuracy, first {config.eval_samples:,} test images")
             n_jac = evals[-1]["n_jac"]
             jac_box.line_chart(df[["‖J‖_F (normalized input)"]], x_label="iteration",
                                y_label=f"mean ‖J‖_F, normalized input, first {n_jac:,} test images")
@@ -130,6 +137,13 @@ if submitted:
     except FloatingPointError as err:
         st.error(f"Training diverged: {err}")
         st.stop()
+    except data.DatasetMissingError as err:  # e.g. a CIFAR-10 folder holding only the few-shot subsets
+        st.error(f"**Dataset missing.** {err}")
+        st.stop()
+    except checkpoints.CheckpointError as err:
+        st.error(f"**The resume file cannot be used.** {err}. Untick *Continue an interrupted run* to start "
+                 "afresh, or delete the file.")
+        st.stop()
     draw()
     bar.progress(1.0, text="done")
     common.clear_checkpoint_cache()
@@ -138,7 +152,9 @@ if submitted:
                f"mean ‖J‖_F {m['jac_fro_normalized']:.3g} (normalized input) / {m['jac_fro_pixel']:.3g} "
                f"(pixels) over {m['n_jac']} samples"
                + (f", USPS accuracy {m['usps_acc']:.4f}" if m.get("usps_acc") is not None else "")
-               + f", {m['train_time_s']} s. It now appears in every model list.")
+               + f", {m['train_time_s']} s. "
+               + ("The model lists show the shipped checkpoint of the same settings in its place." if twin.is_file()
+                  else "It now appears in every model list."))
 
 entries, _ = common.scan_models()
 user = [e for e in entries if e.source == "user"]
@@ -146,7 +162,9 @@ if user:
     st.subheader("Your models")
     st.dataframe(pd.DataFrame([{"name": e.name, "file": e.ckpt.path.name,
                                 "test acc.": e.ckpt.metrics.get("test_acc"),
+                                "test images": e.ckpt.metrics.get("n_test"),
                                 "‖J‖_F normalized": e.ckpt.metrics.get("jac_fro_normalized"),
+                                "‖J‖_F test images": e.ckpt.metrics.get("n_jac"),
                                 "train time (s)": e.ckpt.metrics.get("train_time_s"),
                                 "how trained": e.config.describe()} for e in user]),
                  hide_index=True, width="stretch")
