@@ -541,6 +541,19 @@ class Boundary:
         return math.isfinite(self.radius)
 
 
+def boundary_is_an_image(x0: torch.Tensor, plane: Plane, boundary: Boundary, clip: bool, tol: float = 1e-6) -> bool:
+    """Whether the boundary point the plane found is an image in [0, 1] (as every point is when the plane
+    is clipped), i.e. a point a box-constrained attack such as CW-L2 could reach: then it witnesses a
+    misclassified image within ``boundary.radius`` of x0. Unclipped planes (the paper's) leave the box
+    far from x0, and a boundary point out there says nothing about images."""
+    if not boundary.found:
+        return False
+    if clip:
+        return True  # the model saw clip(x0 + a u + b v), an image no farther from x0 than the plane point
+    p = plane.point(x0.double(), *boundary.point)
+    return bool(p.min() >= -tol and p.max() <= 1 + tol)
+
+
 def _ray_ab(angles: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """(N, 2) plane coordinates of points at ``radii`` along rays at ``angles`` (both (N,))."""
     return torch.stack([radii * torch.cos(angles), radii * torch.sin(angles)], 1)

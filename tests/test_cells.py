@@ -287,3 +287,23 @@ def test_cuda_matches_cpu(mnist_test, lenet_plain):
     r_cpu = cells.in_plane_radius(lenet_plain, x[0], plane, max_radius=20.0)
     r_gpu = cells.in_plane_radius(gpu, x[0], plane, max_radius=20.0)
     assert r_gpu == pytest.approx(r_cpu, abs=2e-3)
+
+
+def test_a_boundary_point_is_an_image_inside_the_box_or_on_a_clipped_plane(mnist_test):
+    """Only a boundary point in [0, 1] (or any point of a clipped plane) witnesses an image CW-L2 could reach."""
+    x, _ = mnist_test
+    x0 = x[0]
+
+    def at(a, b):
+        return cells.Boundary(radius=math.hypot(a, b), angle=math.atan2(b, a), point=(a, b), center_class=7,
+                              other_class=3, n_evals=0, bracket=0.0)
+    rand = cells.random_plane(x0, 0)
+    assert not cells.boundary_is_an_image(x0, rand, at(3.0, 0.0), clip=False)  # MNIST's 0 pixels go below 0
+    assert cells.boundary_is_an_image(x0, rand, at(3.0, 0.0), clip=True)
+    assert cells.boundary_is_an_image(x0, rand, at(0.0, 0.0), clip=False)  # x0 itself
+    none = cells.Boundary(math.inf, math.nan, (math.nan, math.nan), 7, -1, 0, math.nan)
+    assert not cells.boundary_is_an_image(x0, rand, none, clip=True)
+    through = cells.sample_plane(x0, x[1], x[2])  # the segment from x0 to x1 holds only images
+    a1, b1 = through.points["x1"]
+    assert cells.boundary_is_an_image(x0, through, at(a1 * 0.6, b1 * 0.6), clip=False)
+    assert not cells.boundary_is_an_image(x0, through, at(a1 * 2.5, b1 * 2.5), clip=False)
