@@ -37,6 +37,12 @@ CW_PAPER = {"steps": 1000, "lr": 0.005, "c0": 0.01, "binary_steps": 10, "confide
 CW_FAST = {"steps": 100, "lr": 0.05, "c0": 0.01, "binary_steps": 6, "confidence": 0.0}
 
 
+def cw_text(settings: dict) -> str:
+    """A CW-L2 setting (``CW_PAPER``, ``CW_FAST`` or a results file's) in words, e.g. for captions."""
+    return (f"{settings['binary_steps']} binary-search rounds × {settings['steps']} Adam steps, "
+            f"lr {settings['lr']:g}, c0 = {settings['c0']:g}")
+
+
 def _per_sample(value, x: torch.Tensor) -> torch.Tensor:
     """A float or a (B,) tensor as a tensor broadcastable against x, on x's device and dtype."""
     t = torch.as_tensor(value, dtype=x.dtype, device=x.device)

@@ -276,6 +276,24 @@ def error_cdf(distances, grid) -> np.ndarray:
     return np.searchsorted(d, g, side="right") / d.size
 
 
+def budget_text(fooling_settings: dict) -> str:
+    """Each attack's budget, the bound of 'never fooled', from a results record's ``fooling_settings``:
+    e.g. 'white noise: one Gaussian direction a sample, doubling grid to 4 sqrt(D), then 10 bisections; FGSM: ε up
+    to 1; PGD: up to 100 steps of 1/255 within L∞ 32/255; CW-L2: no distance bound, 6 binary-search rounds × ...'."""
+    parts = []
+    for attack, fs in fooling_settings.items():
+        if attack == "noise":
+            parts.append(f"white noise: one Gaussian direction a sample, {fs.get('magnitude', 'magnitude not recorded')}")
+        elif attack == "fgsm":
+            parts.append(f"FGSM: ε up to {fs['eps_max']:g}")
+        elif attack == "pgd":
+            parts.append(f"PGD: up to {fs['max_steps']} steps of {fs['step_size'] * 255:g}/255 within "
+                         f"L∞ {fs['eps'] * 255:g}/255")
+        elif attack == "cw":
+            parts.append(f"CW-L2: no distance bound, {A.cw_text(fs)}")
+    return "; ".join(parts)
+
+
 def summarize(distances) -> dict:
     """Median L2 fooling distance (inf when over half were never fooled), mean over fooled samples,
     fraction never fooled (inf), fraction already misclassified (0), and n."""

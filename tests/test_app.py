@@ -282,7 +282,7 @@ def test_robustness_run_and_cw_button(app, user_models):
     next(b for b in app.button if b.label == "Run").click().run()
     assert not app.exception, _errors(app)
     summary = app.dataframe[-1].value
-    assert "median L2 fooling distance, FGSM" in summary.columns and summary["n"].iloc[0] == 20
+    assert "median L2 fooling distance, FGSM" in summary.columns and summary["test samples (first n)"].iloc[0] == 20
     assert len(app.get("plotly_chart")) >= 3
 
     cw = _cw_fast_table(app, user_models[1][0])
@@ -343,7 +343,7 @@ def test_robustness_page_shows_the_shipped_reproduction_results(app):
     assert list(table["model"]) == [m["label"] for m in shipped["models"] if m["label"] in expected]
     hidden = len(load_results(path)["models"]) - len(shipped["models"])  # the 150k runs stand aside, said so
     assert (any(c.value.startswith(f"{hidden} more model") for c in app.caption)) == (hidden > 0)
-    assert set(table["n"]) == {m["n"] for m in shipped["models"]}
+    assert set(table["test samples (first n)"]) == {m["n"] for m in shipped["models"]}
     # each row says how long its model trained (the tables' schedule, not the paper's 150k)
     assert list(table["training iterations"]) == [m["config"]["iterations"] for m in shipped["models"]
                                                   if m["label"] in expected]
@@ -422,6 +422,36 @@ def test_about_shows_the_reproduction_tables(app):
     assert ablation and ablation in shown  # the set-up ablations (reproduction/fewshot_draws.py --init/--momentum)
 
 
+def test_robustness_page_shows_each_results_file_on_its_own(app, user_models, tmp_path, monkeypatch):
+    """Without the MNIST results file the CIFAR-10 one is still shown, and an unreadable run of the user's is
+    a warning saying what to do, not a traceback."""
+    import shutil
+
+    rob_file = ROOT / "reproduction" / "cifar10_robustness.json"
+    if not rob_file.is_file():
+        pytest.skip("no CIFAR-10 reproduction results in this checkout")
+    repo = tmp_path / "repo"
+    (repo / "reproduction").mkdir(parents=True)
+    (repo / "checkpoints").mkdir()
+    shutil.copy(rob_file, repo / "reproduction")
+    monkeypatch.setattr(checkpoints, "REPO_ROOT", repo)
+    monkeypatch.setattr(checkpoints, "SHIPPED_DIR", repo / "checkpoints")
+    user = tmp_path / "user"
+    shutil.copytree(user_models[0], user)
+    (user / "robustness_runs" / "broken").mkdir(parents=True)
+    (user / "robustness_runs" / "broken" / "robustness.json").write_text("{not json")
+    monkeypatch.setenv("JACVIZ_USER_CHECKPOINTS", str(user))
+    app.switch_page("jacviz/ui/robustness.py").run()
+    assert not app.exception, _errors(app)
+    assert not any("No precomputed results" in i.value for i in app.info)
+    show = app.multiselect(key="rob_show_cifar10")
+    assert show.value and set(show.value) <= {g["label"] for g in json.loads(rob_file.read_text())["groups"]}
+    assert any("broken" in w.value and "could not be read (JSONDecodeError" in w.value
+               and "delete that run's folder" in w.value for w in app.warning)
+    budgets = next(c.value for c in app.caption if "Budgets:" in c.value)
+    assert "PGD: up to 100 steps of 1/255 within L∞ 16/255" in budgets and "FGSM: ε up to 1" in budgets
+
+
 def test_robustness_and_about_show_the_cifar10_reproduction(app):
     """The CIFAR-10 grid's results: robustness curves of the DDNets under their own heading, Table S3 on About."""
     from jacviz import report, report_cifar
@@ -436,7 +466,7 @@ def test_robustness_and_about_show_the_cifar10_reproduction(app):
     assert show.value and set(show.value) <= {g["label"] for g in rob["groups"]}
     assert "**CIFAR-10 (DDNet; ResNet-18 where run)**" in [m.value for m in app.markdown]
     cifar_table = app.dataframe[1].value  # after the MNIST one
-    assert set(cifar_table["n"]) == {m["n"] for m in rob["models"]}
+    assert set(cifar_table["test samples (first n)"]) == {m["n"] for m in rob["models"]}
     assert cifar_table["clean accuracy"].between(0.1, 1.0).all()
     current = report.current_robustness(rob)
     shown = {g["group_key"] for g in current["groups"] if g["label"] in show.value}

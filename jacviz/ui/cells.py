@@ -85,11 +85,6 @@ def _boundary(tok, dataset, index, plane_key, clip, max_radius, _model, _plane) 
 CW_SETTINGS = {"fast": attacks.CW_FAST, "paper": attacks.CW_PAPER}
 
 
-def _cw_text(p: str) -> str:
-    s = CW_SETTINGS[p]
-    return f"{s['binary_steps']} binary-search rounds × {s['steps']} Adam steps, lr {s['lr']:g}, c0 = {s['c0']:g}"
-
-
 @st.cache_data(show_spinner=False, max_entries=512)
 def _cw(tok, dataset, index, protocol, _model) -> float:
     """CW-L2 minimal fooling distance of x0 (pixel space; 0 if already misclassified, inf if not found)."""
@@ -410,7 +405,7 @@ def cw_panel():
     """Carlini-Wagner fooling distances of x0 for the selected models, on request."""
     c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
     protocol = c2.radio("CW-L2 protocol", list(CW_SETTINGS), horizontal=True, key="cells_cw_protocol",
-                        format_func=lambda p: f"{p}: {_cw_text(p)}")
+                        format_func=lambda p: f"{p}: {attacks.cw_text(CW_SETTINGS[p])}")
     want_key = f"cw_{dataset}_{index}_{protocol}"
     if c1.button("Compute CW-L2 fooling distance of x0 for each model", key="cells_cw_go",
                  help="Carlini-Wagner L2 (Appendix F), constant c binary-searched per sample. On a CPU the fast "
@@ -434,7 +429,7 @@ def cw_panel():
                        f"L2 {radii[k]:.3f} at a point inside the [0, 1] image box: the attack stopped short "
                        f"({protocol} protocol), so its ∞ is not robustness. Try the paper protocol; CW can stall "
                        "where the logit margin is nearly flat along its path (jacviz.attacks.cw_l2).")
-    st.caption(f"CW-L2 distance ({protocol} protocol: {_cw_text(protocol)}; Carlini-Wagner f6 logit loss in "
+    st.caption(f"CW-L2 distance ({protocol} protocol: {attacks.cw_text(CW_SETTINGS[protocol])}; Carlini-Wagner f6 logit loss in "
                "tanh space, Appendix F): L2 norm (pixel units) of the smallest misclassified perturbation of x0 the "
                "attack found anywhere in the [0, 1] image box, not just this plane, so it is usually well below the "
                "in-plane radius; 0 if x0 is already misclassified, ∞ if the attack found none. An unclipped plane "

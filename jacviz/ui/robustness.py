@@ -27,13 +27,15 @@ SHIPPED = next((p for p in (checkpoints.REPO_ROOT / "reproduction" / "mnist_robu
 # CIFAR-10 (DDNet, ResNet-18): `python -m jacviz grid --dataset cifar10`
 SHIPPED_CIFAR = checkpoints.REPO_ROOT / "reproduction" / "cifar10_robustness.json"
 RUNS = checkpoints.user_dir() / "robustness_runs"
+RUN_RESTORE = "delete that run's folder and run the evaluation again."
 ATTACK_NAMES = {"noise": "white noise", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW-L2"}
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _load(path: str, mtime_ns: int, current: bool = False) -> dict:
-    """A robustness results file; ``current``: the reproduction grid's, whose models of a schedule superseded by
-    a longer one (short CPU runs once the paper's exist) are left out, as in REPRODUCTION.md."""
+    """A robustness results file; ``current``: the reproduction grid's, whose models trained on another schedule
+    than the tables' are left out, as in REPRODUCTION.md (``report.longest_schedule``: the short runs until the
+    paper's 150k-iteration ones cover every mix with two seeds, then those)."""
     from jacviz.report import current_robustness
     res = robustness.load_results(path)
     if not current:
@@ -44,11 +46,6 @@ def _load(path: str, mtime_ns: int, current: bool = False) -> dict:
                               "schedule than the tables' (REPRODUCTION.md, *Training length*), "
                               f"{'are' if hidden > 1 else 'is'} left out here and kept in the JSON download.")
             if hidden else ""}
-
-
-def _cw_text(cw: dict, name: str = "") -> str:
-    return (f"{name + ': ' if name else ''}{cw['binary_steps']} binary-search rounds × {cw['steps']} Adam steps, "
-            f"lr {cw['lr']:g}, c0 = {cw['c0']:g}")
 
 
 def _figures(results: dict, labels: tuple) -> dict:
@@ -77,7 +74,7 @@ def show(results: dict, source: str, key: str, path: str) -> None:
     st.caption(f"{source}: first {meta.get('n_requested', '?')} test samples, computed on "
                f"{meta.get('device_name') or meta.get('device', '?')} ({meta.get('device', '?')}), "
                f"torch {meta.get('torch', '?')}, {meta.get('date', '?')}."
-               + (f" CW-L2: {_cw_text(meta['cw'])}." if "cw" in meta.get("attacks", []) and meta.get("cw") else ""))
+               + (f" CW-L2: {attacks.cw_text(meta['cw'])}." if "cw" in meta.get("attacks", []) and meta.get("cw") else ""))
     keys = {g["group_key"]: g["label"] for g in groups if g["label"] in chosen}
     rows = []
     for r in results.get("models", []):
@@ -85,7 +82,7 @@ def show(results: dict, source: str, key: str, path: str) -> None:
             continue
         cfg = r.get("config") if isinstance(r.get("config"), dict) else {}
         row = {"model": keys[r["group_key"]], "seed": r.get("seed"), "training iterations": cfg.get("iterations"),
-               "n": r.get("n"),
+               "test samples (first n)": r.get("n"),
                "clean accuracy": r.get("clean_accuracy")}
         for meth, d in r.get("distances", {}).items():
             s = robustness.summarize(d)
@@ -102,7 +99,10 @@ def show(results: dict, source: str, key: str, path: str) -> None:
                    "its few-shot runs 10,000; fewer leave a model undertrained, see REPRODUCTION.md). "
                    "Median L2 fooling distance: over the evaluated samples, 0 for samples already misclassified, "
                    "∞ (shown as inf) when more than half were never fooled within the attack's budget. "
-                   "Never fooled: fraction of samples the attack did not fool within its budget.")
+                   "Never fooled: fraction of samples the attack did not fool within its budget. Budgets: "
+                   + " · ".join(sorted({robustness.budget_text(r["fooling_settings"]) for r in results.get("models", [])
+                                        if r.get("group_key") in keys and r.get("fooling_settings")}))
+                   + ". Distances: L2 in [0, 1] pixel space.")
     ran_checks = any("masking_flags" in r for r in results.get("models", []))
     flagged = False
     for g in groups:
@@ -142,26 +142,27 @@ def show(results: dict, source: str, key: str, path: str) -> None:
                        key=f"rob_json_{key}", on_click="ignore")
 
 
+def show_file(path: Path, source: str, key: str, current: bool, restore: str) -> None:
+    """:func:`show` of a results file, or a warning saying what to do when it cannot be read."""
+    try:
+        show(_load(str(path), path.stat().st_mtime_ns, current), source, key, str(path))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        st.warning(f"`{path}` could not be read ({type(err).__name__}: {err}); {restore}")
+
+
 # ---------------------------------------------------------------------------------- precomputed
 st.subheader("Precomputed results")
-if SHIPPED.is_file():
-    if SHIPPED_CIFAR.is_file():
-        st.markdown("**MNIST (LeNet')**")
-    try:
-        show(_load(str(SHIPPED), SHIPPED.stat().st_mtime_ns, True), f"`{SHIPPED}`", "shipped", str(SHIPPED))
-    except (OSError, ValueError, KeyError) as err:
-        st.warning(f"`{SHIPPED}` could not be read ({type(err).__name__}: {err}); restore it with "
-                   "`git checkout reproduction/` or rebuild it with `python -m jacviz grid --stage collect`.")
-    if SHIPPED_CIFAR.is_file():
-        st.markdown("**CIFAR-10 (DDNet; ResNet-18 where run)**")
-        try:
-            show(_load(str(SHIPPED_CIFAR), SHIPPED_CIFAR.stat().st_mtime_ns, True), f"`{SHIPPED_CIFAR}`",
-                 "cifar10", str(SHIPPED_CIFAR))
-        except (OSError, ValueError, KeyError) as err:
-            st.warning(f"`{SHIPPED_CIFAR}` could not be read ({type(err).__name__}: {err}); restore it with "
-                       "`git checkout reproduction/` or rebuild it with "
-                       "`python -m jacviz grid --dataset cifar10 --stage collect`.")
-else:
+precomputed = [(path, title, key, restore) for path, title, key, restore in (
+    (SHIPPED, "**MNIST (LeNet')**", "shipped", "restore it with `git checkout reproduction/` or rebuild it with "
+                                               "`python -m jacviz grid --stage collect`."),
+    (SHIPPED_CIFAR, "**CIFAR-10 (DDNet; ResNet-18 where run)**", "cifar10",
+     "restore it with `git checkout reproduction/` or rebuild it with "
+     "`python -m jacviz grid --dataset cifar10 --stage collect`.")) if path.is_file()]
+for path, title, key, restore in precomputed:  # each file on its own: one missing or broken hides not the other
+    if len(precomputed) > 1:
+        st.markdown(title)
+    show_file(path, f"`{path}`", key, True, restore)
+if not precomputed:
     st.info(f"No precomputed results yet (`{SHIPPED}`). Write them with "
             "`python -m jacviz robustness --checkpoints checkpoints --out checkpoints --no-png`, "
             "or run an evaluation below.")
@@ -184,7 +185,7 @@ with st.form("rob_form"):
     n = c3.number_input("Test samples (first n of the test set; paper: 1000)", min_value=10, max_value=10000,
                         value=200, step=50, key="rob_n")
     cw_preset = c2.radio("CW-L2 protocol", ["fast", "paper"], horizontal=True, key="rob_cw",
-                         format_func=lambda p: _cw_text(attacks.CW_FAST if p == "fast" else attacks.CW_PAPER, p))
+                         format_func=lambda p: f"{p}: " + attacks.cw_text(attacks.CW_FAST if p == "fast" else attacks.CW_PAPER))
     pgd_k = c3.number_input("PGD curve: iterations k = 0..K", min_value=1, max_value=200,
                             value=robustness.DEFAULT_PGD_ITERATIONS, key="rob_pgd")
     masking = c1.checkbox("Gradient-masking checks (on up to 500 samples)", value=True, key="rob_masking")
@@ -234,10 +235,10 @@ if go_run:
 
 last = st.session_state.get("rob_last")
 if last and Path(last).is_file():
-    show(_load(last, Path(last).stat().st_mtime_ns), f"Run `{Path(last).parent.name}`", "run", last)
+    show_file(Path(last), f"Run `{Path(last).parent.name}`", "run", False, RUN_RESTORE)
 elif RUNS.is_dir() and any(RUNS.glob("*/robustness.json")):
     earlier = sorted(RUNS.glob("*/robustness.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     pick = st.selectbox("Earlier runs in the user folder", [str(p) for p in earlier], key="rob_earlier",
                         format_func=lambda p: f"{Path(p).parent.name} "
                         f"({time.strftime('%Y-%m-%d %H:%M', time.localtime(Path(p).stat().st_mtime))})")
-    show(_load(pick, Path(pick).stat().st_mtime_ns), f"Run `{Path(pick).parent.name}`", "earlier", pick)
+    show_file(Path(pick), f"Run `{Path(pick).parent.name}`", "earlier", False, RUN_RESTORE)
