@@ -392,7 +392,10 @@ st.caption(
     "(normalized = pixel × std of the input normalization). In-plane radius: L2 distance (pixel units) "
     "from x0 to the closest point in this plane where the prediction differs from the prediction at x0, "
     f"found by marching {N_RAYS} rays outward from x0 and bisecting to 0.001 (the circle in the figure); '> r' if "
-    f"none within {max_r:.3g} (the window's half-width). Share of window: fraction of the grid points "
+    f"none within {max_r:.3g} (the window's half-width)"
+    + ("; the plane is clipped to [0, 1], so the model saw clip(x0 + a·u + b·v), whose own distance from x0 is "
+       "at most this radius. " if clip else ". ")
+    + "Share of window: fraction of the grid points "
     "predicted as the model's class at x0, and fraction taken by the connected cell containing x0; "
     "fragments: connected pieces of that class in the window (4-connectivity). Test accuracy: measured by "
     "the trainer at the end of training on the first 'test images' of the test set of the model's own dataset "

@@ -58,7 +58,7 @@ with st.spinner("Computing exact Jacobians and random projections..."):
 
 C = study["C"]
 m1, m2, m3 = st.columns(3)
-m1.metric("Exact batch mean ‖J‖²_F", f"{study['exact_batch_mean']:.4g}",
+m1.metric(f"Exact batch mean ‖J‖²_F ({space} input)", f"{study['exact_batch_mean']:.4g}",
           help=f"Mean over the {study['B']} samples of the exact squared Frobenius norm ({space} input)")
 m2.metric(f"Exact batch mean ‖J‖_F ({space} input)", f"{(study['exact'] ** 0.5).mean():.4g}",
           help=f"Mean over the {study['B']} samples of the per-sample norm, w.r.t. the {space} input"
@@ -80,8 +80,8 @@ table = pd.DataFrame([{
 st.subheader("Estimates against the exact value")
 st.dataframe(table, hide_index=True, width="stretch")
 st.caption(
-    f"Batch estimate: the mean over the {study['B']} samples of the n_proj-projection estimate of "
-    f"‖J‖²_F, drawn {study['repeats']} times independently (seed {seed}); its std shows the "
+    f"Batch estimate: the mean over the first {study['B']} test samples of the n_proj-projection estimate of "
+    f"‖J‖²_F w.r.t. the {'normalized' if space == 'normalized' else '[0, 1] pixel'} input, drawn {study['repeats']} times independently (seed {seed}); its std shows the "
     "(n_proj·|B|)^-1/2 suppression of Section 2.3. Per-sample relative variance: the variance over "
     "the draws of one sample's estimate of ‖J‖²_F, divided by its exact (‖J‖²_F)²; 'eq. 15' evaluates the exact "
     "variance formula from each sample's Jacobian; the bound (eq. 16) holds for any J. Projections "
@@ -132,7 +132,8 @@ with cc2:
         st.dataframe(ct, hide_index=True, width="stretch")
         if skipped := sorted(int(k) for k in n_projs if k > 10):
             st.caption(f"n_proj = {', '.join(map(str, skipped))} not timed: more projections than the "
-                       f"C = {C} backward passes of the exact penalty cost more than it.")
+                       f"C = {C} backward passes of the exact penalty cost more than it"
+                       + ("; n_proj = 1 is timed in their place." if 1 not in n_projs and timed == (1,) else "."))
         st.download_button("Download timings (JSON)", json.dumps(cost, indent=1), "estimator_cost.json",
                            "application/json")
     else:
