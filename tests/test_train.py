@@ -308,6 +308,33 @@ def test_half_precision_checkpoint_keeps_accuracy(tmp_path, name, mnist_test):
     assert abs(accuracy(back.model, x, y) - accuracy(ck.model, x, y)) <= 0.001
 
 
+def _record_training_forwards(monkeypatch) -> list:
+    """Spy on the models fit builds: for each forward in train mode (the steps, not the evaluations), whether
+    its input and conv weights are channels_last and whether its convolutions take jacviz.jr_conv's
+    transposed input gradients. So a test sees how the steps ran, not only what the checkpoint says."""
+    import models
+    from torch import nn
+
+    seen, real_build = [], models.build
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+
+        def hook(mod, args):
+            if mod.training:
+                convs = [m for m in mod.modules() if isinstance(m, nn.Conv2d)]
+                seen.append({"input_channels_last": not args[0].is_contiguous()
+                             and args[0].is_contiguous(memory_format=torch.channels_last),
+                             "weights_channels_last": all(not c.weight.is_contiguous()
+                                                          and c.weight.is_contiguous(memory_format=torch.channels_last)
+                                                          for c in convs),
+                             "transposed": bool(convs) and all("_conv_forward" in c.__dict__ for c in convs)})
+        model.register_forward_pre_hook(hook)
+        return model
+    monkeypatch.setattr(models, "build", build)
+    return seen
+
+
 def test_ddnet_on_the_cpu_trains_channels_last_to_the_same_weights(tmp_path, monkeypatch):
     """step_memory_format puts LeNet' and DDNet (with JR: in jacviz.jr_conv's set-up) in channels_last on
     a CPU (faster there; see benchmarks/memory_format.py): only the summation order may change, so two
@@ -331,9 +358,13 @@ def test_ddnet_on_the_cpu_trains_channels_last_to_the_same_weights(tmp_path, mon
     seen = []
     real_step_format = train.step_memory_format
     monkeypatch.setattr(train, "step_memory_format", lambda c, d: seen.append(real_step_format(c, d)) or seen[-1])
+    steps = _record_training_forwards(monkeypatch)
     fast = fit(cfg, out_dir=tmp_path / "cl", show_progress=False)
+    assert steps == 2 * [{"input_channels_last": True, "weights_channels_last": True, "transposed": False}]
     monkeypatch.setattr(train, "step_memory_format", lambda c, d: torch.contiguous_format)
+    steps.clear()
     plain = fit(cfg, out_dir=tmp_path / "nchw", show_progress=False)
+    assert steps == 2 * [{"input_channels_last": False, "weights_channels_last": False, "transposed": False}]
     assert seen == [torch.channels_last]
     sf, sp = fast.model.state_dict(), plain.model.state_dict()
     assert all(v.is_contiguous() for v in sf.values())
@@ -360,10 +391,14 @@ def test_ddnet_jr_steps_with_transposed_conv_gradients_reach_pytorchs_weights_an
 
     cfg = TrainConfig(model="ddnet", dataset="cifar10", few_shot_k=2, lr=0.01, iterations=2, milestones=(),
                       eval_every=2, checkpoint_every=1, eval_samples=200, jr=0.01, device="cpu")
+    steps = _record_training_forwards(monkeypatch)
     fast = fit(cfg, out_dir=tmp_path / "new", show_progress=False)
+    assert steps == 2 * [{"input_channels_last": True, "weights_channels_last": True, "transposed": True}]
     monkeypatch.setattr(train, "jr_transposed_convs", lambda c, d: False)
     monkeypatch.setattr(train, "step_memory_format", lambda c, d: torch.contiguous_format)
+    steps.clear()
     old = fit(cfg, out_dir=tmp_path / "old", show_progress=False)
+    assert steps == 2 * [{"input_channels_last": False, "weights_channels_last": False, "transposed": False}]
     sf, so = fast.model.state_dict(), old.model.state_dict()
     torch.manual_seed(cfg.seed)
     init = models.build("ddnet").state_dict()
