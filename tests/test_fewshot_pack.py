@@ -8,7 +8,9 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
+import models
 from jacviz import data, fewshot_pack, grid
 from jacviz.train import fit
 
@@ -74,5 +76,19 @@ def test_all_data_training_refuses_the_subset_folder_and_few_shot_trains(package
     with pytest.raises(data.DatasetMissingError, match="few-shot subsets"):
         fit(full, stop_after=1, show_progress=False)
     few = grid.fewshot_config("none", 1, 0, dataset="cifar10")
+    batches = []  # what the steps train on: the draw's real images, none of the zeros standing in for the rest
+    real_build = models.build
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.register_forward_pre_hook(lambda mod, a: batches.append(a[0].detach().clone()) if mod.training else None)
+        return model
+    monkeypatch.setattr(models, "build", build)
     res = fit(dataclasses.replace(few, device="cpu"), stop_after=2, show_progress=False)
     assert not res.finished and res.model is not None
+    monkeypatch.undo()  # the real folder again
+    x_real, y_real = data.load("cifar10", "train")
+    drawn = x_real[data.few_shot_indices(y_real, 1, 0)]
+    assert len(batches) == 2 and all(len(b) == 10 for b in batches)
+    for b in batches:
+        assert all(img.abs().sum() > 0 and any(torch.equal(img, d) for d in drawn) for img in b)
