@@ -22,6 +22,7 @@ import platform
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from typing import Union
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +50,25 @@ def _batches(n: int, batch_size: int) -> Iterable[slice]:
         yield slice(start, min(n, start + batch_size))
 
 
-def _progress(iterable, enabled, total=None, desc=None):
+ProgressArg = Union[bool, Callable[[str, int, int], None]]
+
+
+def _progress(iterable, enabled: ProgressArg, total=None, desc=None):
+    """``iterable`` with progress: a tqdm bar when ``enabled`` is True; when it is a callable (the app's
+    progress bar), ``enabled(desc, done, total)`` before the first item and after each; else as it is."""
+    if callable(enabled):
+        return _reporting(list(iterable), enabled, desc)
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
     return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def _reporting(items: list, report: Callable[[str, int, int], None], desc: str):
+    report(desc, 0, len(items))
+    for i, item in enumerate(items):
+        yield item
+        report(desc, i + 1, len(items))
 
 
 @torch.no_grad()
@@ -86,7 +101,7 @@ def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 def accuracy_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str,
                    strengths: Sequence[float], *, n_draws: int = 3, step_size: float = A.PGD_STEP,
                    eps: float = A.PGD_EPS["mnist"], random_start: bool = False, seed: int = 0,
-                   batch_size: int = 500, progress: bool = False) -> dict:
+                   batch_size: int = 500, progress: ProgressArg = False) -> dict:
     """Test accuracy under corruption as a function of its strength (Figure 3a/b, S3, S4).
 
     attack 'noise': strengths are sigma of eq. 9 (pixel units); the accuracy is averaged over
@@ -223,7 +238,7 @@ def fooling_distances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method
                       batch_size: int = 500, seed: int = 0, noise_t_max: float | None = None,
                       fgsm_eps_max: float = 1.0, pgd_step: float = A.PGD_STEP,
                       pgd_eps: float = A.PGD_EPS["mnist"], pgd_max_steps: int = 100,
-                      cw_kwargs: dict | None = None, progress: bool = False) -> torch.Tensor:
+                      cw_kwargs: dict | None = None, progress: ProgressArg = False) -> torch.Tensor:
     """Per-sample minimal fooling distance, L2 in [0, 1] pixel space (Appendix F, Figure S5).
 
     method 'noise': one random Gaussian direction u per sample (unit L2); the magnitude t in
@@ -449,7 +464,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
                    fgsm_eps: Sequence[float] | None = None, pgd_iterations: int = DEFAULT_PGD_ITERATIONS,
                    pgd_eps: float | None = None, noise_draws: int = 3, cw_kwargs: dict | None = None,
                    masking: bool = True, masking_n: int = 500, batch_size: int = 500, seed: int = 0,
-                   progress: bool = False) -> dict:
+                   progress: ProgressArg = False) -> dict:
     """Every robustness measure of one model on (x (N, ...) pixels, y (N,)), as plain data.
 
     For noise/FGSM/PGD: the accuracy curve (``accuracy_curve``) and the per-sample fooling
@@ -739,7 +754,7 @@ def model_record(ckpt, path, x: torch.Tensor, y: torch.Tensor, attacks: Sequence
 
 
 def run_robustness(checkpoint_paths: Sequence, attacks: Sequence[str] = ATTACKS, n: int = 1000,
-                   out_dir="results", device: str | torch.device = "auto", progress: bool = True, *,
+                   out_dir="results", device: str | torch.device = "auto", progress: ProgressArg = True, *,
                    cw_kwargs: dict | None = None, sigmas: Sequence[float] | None = None,
                    fgsm_eps: Sequence[float] | None = None, pgd_iterations: int = DEFAULT_PGD_ITERATIONS,
                    batch_size: int = 500, seed: int = 0, masking: bool = True, png: bool = True,
@@ -753,7 +768,8 @@ def run_robustness(checkpoint_paths: Sequence, attacks: Sequence[str] = ATTACKS,
     ``.metrics``. Writes ``out_dir/robustness.json`` (every number with its settings, n, model
     label/key, torch version, device, date; inf distances as null) and the figures of
     :func:`figures_from_results` as HTML (+ PNG when kaleido works). Returns the results dict
-    (distances as tensors).
+    (distances as tensors). ``progress``: tqdm bars (True), none (False), or a callable
+    ``progress(stage, batches done, batches)`` for each stage ('checkpoints', 'noise curve', 'cw distances', ...).
     """
     from . import data
 

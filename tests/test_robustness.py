@@ -346,3 +346,16 @@ def test_environment_names_the_cpu_model_and_thread_count():
              if ln.lower().startswith("model name")]
     if names:
         assert cpu_model() == names[0]
+
+
+def test_a_callable_progress_hears_each_stage_batch_by_batch(lenet_plain, small):
+    """The app's robustness bar: progress(stage, batches done, batches) before each stage's first batch and
+    after each, for the curves and the distances alike."""
+    x, y = small
+    heard = []
+    R.evaluate_model(lenet_plain, x, y, ("noise", "fgsm"), batch_size=len(x) // 2 + 1, masking=False,
+                     progress=lambda *a: heard.append(a))
+    stages = list(dict.fromkeys(h[0] for h in heard))
+    assert stages == ["noise curve", "noise distances", "fgsm curve", "fgsm distances"]
+    for st in stages:
+        assert [h[1:] for h in heard if h[0] == st] == [(0, 2), (1, 2), (2, 2)]

@@ -209,21 +209,30 @@ if go_run:
         st.caption(f"Same settings as an earlier run: loaded from `{result_file}`.")
     else:
         bar = st.progress(0.0, text="starting...")
-        done = {"k": 0}
+        now = {"k": 0, "name": "", "t0": time.perf_counter()}
         names = {Path(e.ckpt.path).name: e.name for e in sel}
 
         def log(msg: str) -> None:
             head = msg.split(":", 1)[0]
             if head in names:
-                bar.progress(done["k"] / len(sel), text=f"model {done['k'] + 1}/{len(sel)}: {names[head]} "
-                                                        f"({', '.join(ATTACK_NAMES[a] for a in chosen_attacks)}"
-                                                        f"{', masking checks' if masking else ''})")
-                done["k"] += 1
+                now["k"] += 1
+                now["name"] = names[head]
+                bar.progress((now["k"] - 1) / len(sel), text=f"model {now['k']}/{len(sel)}: {now['name']}")
+
+        def stage(desc: str, done: int, total: int) -> None:
+            """Within a model: which attack's curve or distances, in batches of up to 500 test samples."""
+            if desc == "checkpoints":
+                return
+            what, kind = desc.rsplit(" ", 1)
+            bar.progress((now["k"] - 1) / len(sel),
+                         text=f"model {now['k']}/{len(sel)}: {now['name']} · {ATTACK_NAMES.get(what, what)} "
+                              f"{kind}: {done} of {total} batches (≤ 500 test samples each) done · "
+                              f"{common.duration_text(time.perf_counter() - now['t0'])} elapsed")
 
         with st.spinner("Evaluating..."):
             try:
                 robustness.run_robustness([e.ckpt.path for e in sel], chosen_attacks, int(n), out_dir=out_dir,
-                                          device=common.device(), progress=False, cw_kwargs=cw,
+                                          device=common.device(), progress=stage, cw_kwargs=cw,
                                           pgd_iterations=int(pgd_k), masking=masking, png=False, log=log)
             except Exception as err:  # noqa: BLE001 (shown to the user, who can change the settings)
                 st.error(f"The evaluation failed ({type(err).__name__}: {err}). Nothing was saved; try fewer "
