@@ -387,6 +387,21 @@ def test_gallery_picks_a_sample_and_other_datasets(app, user_models):
         assert any("CIFAR-10" in i.value for i in app.info)
 
 
+def test_about_lists_shipped_checkpoints_from_the_files_without_a_manifest(app, tmp_path, monkeypatch):
+    """No manifest.json: the table is read from the checkpoint files, with the columns the manifest gives."""
+    manifest = {e["file"]: e for e in json.loads((ROOT / "checkpoints" / "manifest.json").read_text())["checkpoints"]}
+    name = next(f for f, e in manifest.items() if e["config"]["model"] == "lenet")
+    (tmp_path / name).write_bytes((ROOT / "checkpoints" / name).read_bytes())
+    monkeypatch.setattr(checkpoints, "SHIPPED_DIR", tmp_path)
+    app.switch_page("jacviz/ui/about.py").run()
+    assert not app.exception, _errors(app)
+    row = app.dataframe[0].value.iloc[0]
+    assert row["file"] == name and row["label"] == manifest[name]["label"]
+    assert row["test acc."] == manifest[name]["metrics"]["test_acc"]
+    assert row["‖J‖_F test samples"] == manifest[name]["metrics"]["n_jac"] and row["how trained"]
+    assert any("read from the checkpoint files" in c.value for c in app.caption)
+
+
 def test_about_shows_the_reproduction_tables(app):
     """About computes Table 1/2 from reproduction/mnist_runs.json with the same functions as REPRODUCTION.md."""
     from jacviz import report

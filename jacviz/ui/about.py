@@ -65,41 +65,34 @@ are in [0, 1] pixel units (L2 unless marked L∞).
 """)
 
 st.subheader("Shipped checkpoints")
+
+
+def _row(cfg: dict, label, file, m: dict, meta: dict, trained) -> dict:
+    """One checkpoint's row, from its manifest entry or from the file itself."""
+    return {"model": cfg.get("model"), "dataset": cfg.get("dataset"), "iterations": cfg.get("iterations"),
+            "label": label, "seed": cfg.get("seed"), "file": file,
+            "test acc.": m.get("test_acc"), "USPS acc.": m.get("usps_acc"),
+            "‖J‖_F normalized": m.get("jac_fro_normalized"), "‖J‖_F pixel": m.get("jac_fro_pixel"),
+            "test samples": m.get("n_test"), "‖J‖_F test samples": m.get("n_jac"),
+            "train time (s)": m.get("train_time_s"), "device": meta.get("device_name") or meta.get("device"),
+            "how trained": trained}
+
+
 manifest_path = checkpoints.SHIPPED_DIR / "manifest.json"
 rows = []
 source = ""
 if manifest_path.is_file():
     try:
         manifest = json.loads(manifest_path.read_text())
-        for e in manifest.get("checkpoints", []):
-            m = e.get("metrics", {})
-            cfg = e.get("config", {})
-            rows.append({"model": cfg.get("model"), "dataset": cfg.get("dataset"), "iterations": cfg.get("iterations"),
-                         "label": e.get("label"), "seed": cfg.get("seed"), "file": e.get("file"),
-                         "test acc.": m.get("test_acc"), "USPS acc.": m.get("usps_acc"),
-                         "‖J‖_F normalized": m.get("jac_fro_normalized"),
-                         "‖J‖_F pixel": m.get("jac_fro_pixel"),
-                         "test samples": m.get("n_test"), "‖J‖_F test samples": m.get("n_jac"),
-                         "train time (s)": m.get("train_time_s"),
-                         "device": e.get("meta", {}).get("device_name") or e.get("meta", {}).get("device"),
-                         "how trained": e.get("trained")})
+        rows = [_row(e.get("config", {}), e.get("label"), e.get("file"), e.get("metrics", {}), e.get("meta", {}),
+                     e.get("trained")) for e in manifest.get("checkpoints", [])]
         source = f"from `{manifest_path}`"
     except (OSError, ValueError) as err:
         st.warning(f"`{manifest_path}` could not be read ({err}); listing the checkpoint files instead "
                    "(`python -m jacviz manifest` rewrites it).")
 if not rows:
-    for e in common.scan_models()[0]:
-        if e.source != "shipped":
-            continue
-        m = e.ckpt.metrics
-        rows.append({"model": e.config.model, "dataset": e.config.dataset, "iterations": e.config.iterations,
-                     "label": e.config.label(), "seed": e.config.seed, "file": e.ckpt.path.name,
-                     "test acc.": m.get("test_acc"), "USPS acc.": m.get("usps_acc"),
-                     "‖J‖_F normalized": m.get("jac_fro_normalized"), "‖J‖_F pixel": m.get("jac_fro_pixel"),
-                     "test samples": m.get("n_test"), "‖J‖_F test samples": m.get("n_jac"),
-                     "train time (s)": m.get("train_time_s"),
-                     "device": e.ckpt.meta.get("device_name") or e.ckpt.meta.get("device"),
-                     "how trained": e.config.describe()})
+    rows = [_row(e.config.to_dict(), e.config.label(), e.ckpt.path.name, e.ckpt.metrics, e.ckpt.meta,
+                 e.config.describe()) for e in common.scan_models()[0] if e.source == "shipped"]
     source = "read from the checkpoint files (no manifest.json yet)"
 if rows:
     order = list(PAPER_VARIANTS)  # MNIST first, then CIFAR-10; within one, the paper's order of the mixes
