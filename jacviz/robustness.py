@@ -22,8 +22,8 @@ import platform
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Union
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
@@ -298,7 +298,8 @@ def budget_text(fooling_settings: dict) -> str:
     parts = []
     for attack, fs in fooling_settings.items():
         if attack == "noise":
-            parts.append(f"white noise: one Gaussian direction a sample, {fs.get('magnitude', 'magnitude not recorded')}")
+            magnitude = fs.get("magnitude", "magnitude not recorded")
+            parts.append(f"white noise: one Gaussian direction a sample, {magnitude}")
         elif attack == "fgsm":
             parts.append(f"FGSM: ε up to {fs['eps_max']:g}")
         elif attack == "pgd":

@@ -432,7 +432,8 @@ def cw_panel():
                        f"L2 {radii[k]:.3f} at a point inside the [0, 1] image box: the attack stopped short "
                        f"({protocol} protocol), so its ∞ is not robustness. Try the paper protocol; CW can stall "
                        "where the logit margin is nearly flat along its path (jacviz.attacks.cw_l2).")
-    st.caption(f"CW-L2 distance ({protocol} protocol: {attacks.cw_text(CW_SETTINGS[protocol])}; Carlini-Wagner f6 logit loss in "
+    st.caption(f"CW-L2 distance ({protocol} protocol: {attacks.cw_text(CW_SETTINGS[protocol])}; "
+               "Carlini-Wagner f6 logit loss in "
                "tanh space, Appendix F): L2 norm (pixel units) of the smallest misclassified perturbation of x0 the "
                "attack found anywhere in the [0, 1] image box, not just this plane, so it is usually well below the "
                "in-plane radius; 0 if x0 is already misclassified, ∞ if the attack found none. An unclipped plane "

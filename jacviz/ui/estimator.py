@@ -81,7 +81,8 @@ st.subheader("Estimates against the exact value")
 st.dataframe(table, hide_index=True, width="stretch")
 st.caption(
     f"Batch estimate: the mean over the first {study['B']} test samples of the n_proj-projection estimate of "
-    f"‖J‖²_F w.r.t. the {'normalized' if space == 'normalized' else '[0, 1] pixel'} input, drawn {study['repeats']} times independently (seed {seed}); its std shows the "
+    f"‖J‖²_F w.r.t. the {'normalized' if space == 'normalized' else '[0, 1] pixel'} input, drawn "
+    f"{study['repeats']} times independently (seed {seed}); its std shows the "
     "(n_proj·|B|)^-1/2 suppression of Section 2.3. Per-sample relative variance: the variance over "
     "the draws of one sample's estimate of ‖J‖²_F, divided by its exact (‖J‖²_F)²; 'eq. 15' evaluates the exact "
     "variance formula from each sample's Jacobian; the bound (eq. 16) holds for any J. Projections "

@@ -74,7 +74,8 @@ def show(results: dict, source: str, key: str, path: str) -> None:
     st.caption(f"{source}: first {meta.get('n_requested', '?')} test samples, computed on "
                f"{meta.get('device_name') or meta.get('device', '?')} ({meta.get('device', '?')}), "
                f"torch {meta.get('torch', '?')}, {meta.get('date', '?')}."
-               + (f" CW-L2: {attacks.cw_text(meta['cw'])}." if "cw" in meta.get("attacks", []) and meta.get("cw") else ""))
+               + (f" CW-L2: {attacks.cw_text(meta['cw'])}."
+                  if "cw" in meta.get("attacks", []) and meta.get("cw") else ""))
     keys = {g["group_key"]: g["label"] for g in groups if g["label"] in chosen}
     rows = []
     for r in results.get("models", []):
@@ -100,7 +101,8 @@ def show(results: dict, source: str, key: str, path: str) -> None:
                    "Median L2 fooling distance: over the evaluated samples, 0 for samples already misclassified, "
                    "∞ (shown as inf) when more than half were never fooled within the attack's budget. "
                    "Never fooled: fraction of samples the attack did not fool within its budget. Budgets: "
-                   + " · ".join(sorted({robustness.budget_text(r["fooling_settings"]) for r in results.get("models", [])
+                   + " · ".join(sorted({robustness.budget_text(r["fooling_settings"])
+                                        for r in results.get("models", [])
                                         if r.get("group_key") in keys and r.get("fooling_settings")}))
                    + ". Distances: L2 in [0, 1] pixel space.")
     ran_checks = any("masking_flags" in r for r in results.get("models", []))
@@ -185,7 +187,8 @@ with st.form("rob_form"):
     n = c3.number_input("Test samples (first n of the test set; paper: 1000)", min_value=10, max_value=10000,
                         value=200, step=50, key="rob_n")
     cw_preset = c2.radio("CW-L2 protocol", ["fast", "paper"], horizontal=True, key="rob_cw",
-                         format_func=lambda p: f"{p}: " + attacks.cw_text(attacks.CW_FAST if p == "fast" else attacks.CW_PAPER))
+                         format_func=lambda p: f"{p}: "
+                         + attacks.cw_text(attacks.CW_FAST if p == "fast" else attacks.CW_PAPER))
     pgd_k = c3.number_input("PGD curve: iterations k = 0..K", min_value=1, max_value=200,
                             value=robustness.DEFAULT_PGD_ITERATIONS, key="rob_pgd")
     masking = c1.checkbox("Gradient-masking checks (on up to 500 samples)", value=True, key="rob_masking")
@@ -226,8 +229,9 @@ if go_run:
             what, kind = desc.rsplit(" ", 1)
             bar.progress((now["k"] - 1) / len(sel),
                          text=f"model {now['k']}/{len(sel)}: {now['name']} · {ATTACK_NAMES.get(what, what)} "
-                              f"{kind}: {done} of {total} batches (≤ 500 test samples each) done · "
-                              f"{common.duration_text(time.perf_counter() - now['t0'])} elapsed")
+                              f"{kind}: {done} of {total} batches (≤ 500 test samples each) done"
+                              + (" (gradient-masking checks follow the attacks)" if masking else "")
+                              + f" · {common.duration_text(time.perf_counter() - now['t0'])} elapsed")
 
         with st.spinner("Evaluating..."):
             try:
