@@ -98,9 +98,12 @@ def draw_noise_note(ours: tuple[float, float, int], paper: tuple[float, float], 
 
 
 def percent_text(fraction: float) -> str:
-    """A fraction in [0, 1] as a whole percentage, or with one decimal below 1% so that a nonzero
-    fraction never reads "0%" (1 image of 200 is "0.5%")."""
+    """A fraction in [0, 1] as a whole percentage, or with one decimal below 1% (1 image of 200 is "0.5%"),
+    or one significant digit below 0.05% (a mean of 0.0004 is "0.04%"), so that a nonzero fraction never
+    reads "0%" or "0.0%"."""
     p = 100 * fraction
+    if 0 < p < 0.05:
+        return f"{p:.1g}%"
     return f"{p:.1f}%" if 0 < p < 1 else f"{p:.0f}%"
 
 
@@ -403,10 +406,11 @@ def paired_fewshot_markdown(rows: list[dict], base: str = "none") -> str:
         (side0, ks0, offs0), rest = clauses[0], clauses[1:]
         summary = (f" At {and_join(ks0)}/class every regularizer's cell mean is {side0} the paper's {by(ks0, offs0)}"
                    + "".join(f", and at {and_join(ks)}/class {side} it {by(ks, offs)}" for side, ks, offs in rest)
-                   + ", yet every paired difference there agrees with the paper's"
-                   + (f": the regularizers' accuracies correlate with {base}'s at r = {min(rs):.2f}–{max(rs):.2f} "
-                      "over the shared draws, so each column's five offsets are one shared offset, not five "
-                      "findings" if rs else "") + ".")
+                   + ", yet every paired difference there agrees with the paper's, so within the paired "
+                     "intervals each column's five offsets are one shared offset, not five findings"
+                   + (f" (the regularizers' accuracies correlate with {base}'s at r = {min(rs):.2f}–{max(rs):.2f} "
+                      "over the shared draws; the lower r, the less pairing narrows those intervals)" if rs else "")
+                   + ".")
     return (_md_table(["Samples", "Difference", "Paper (difference of means)", "Ours (paired by draw)", "pairs",
                        "r (draws)", "Intervals overlap"], body)
             + "\n\nAccuracy differences in points. Ours: mean ± 95% CI (Student's t) of the per-draw differences "
@@ -1236,7 +1240,8 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
           figure_md(pngs, "figS6_pgd", "Figure S6 (ours): λ_JR sweep, PGD"), "",
           figure_md(pngs, "figS6_cw", "Figure S6 (ours): λ_JR sweep, CW fooling distance"), "",
           "## Compute: how long it took\n",
-          _md_table(["Kind of run", "runs", "median (s)", "range (s)", "total (h)"], timing_rows(all_runs, rob_all)),
+          _md_table(["Kind of run", "runs", "median (s)", "range (s)", "total (h)", "torch threads (runs)"],
+                    timing_rows(all_runs, rob_all)),
           "",
           f"On {', '.join(devices) or '—'}: this project's 2-core CPU VM, one torch thread per process, usually two "
           "processes at once (so each ran on about one core); the first seed-0 runs shared the CPU with more jobs "
@@ -1263,12 +1268,14 @@ def on_gpu(env: dict) -> bool:
 
 
 def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
-    """How long the runs took, by kind: [kind, runs, median s, min–max s, total h] (training wall time
-    as the trainer measured it, evaluations included; robustness per model as the grid measured it).
+    """How long the runs took, by kind: [kind, runs, median s, min–max s, total h, torch threads] (training wall
+    time as the trainer measured it, evaluations included; robustness per model as the grid measured it; the
+    threads column counts the runs at each recorded torch thread count, so a row pooling counts says so).
     Runs on a GPU (checkpoint meta / robustness environment device 'cuda...') are kinds of their own, and
     so are runs trained in channels_last memory (meta memory_format; jacviz.train.step_memory_format), with
     JR's transposed-convolution input gradients (meta conv_input_grad) or resumed under another of these."""
     groups: dict[str, list[float]] = {}
+    threads: dict[str, list] = {}
 
     def kind(cfg: dict) -> str:
         arch = "" if cfg.get("model", "lenet") == "lenet" else f"{cfg['model']}, "
@@ -1294,18 +1301,37 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
             fmt += ", step set-up changed mid-run"
         return fmt + (f", on {env.get('device_name') or env.get('device')} (GPU)" if on_gpu(env) else "")
 
+    def add(name: str, seconds: float, env: dict) -> None:
+        groups.setdefault(name, []).append(float(seconds))
+        threads.setdefault(name, []).append(env.get("torch_threads"))
+
     for r in runs:
         t = r["metrics"].get("train_time_s")
         if t:
-            groups.setdefault(kind(r["config"]) + where(r.get("meta", {})), []).append(float(t))
+            add(kind(r["config"]) + where(r.get("meta", {})), t, r.get("meta", {}))
     for m in (rob or {}).get("models", []):
         if m.get("wall_s"):
             model = m.get("config", {}).get("model", "lenet")
             name = "LeNet'" if model == "lenet" else model
-            groups.setdefault(f"robustness of one {name} model, n={m['n']}, "
-                              f"CW {m.get('cw_preset', '?')}" + where(m.get("environment", {})), []).append(m["wall_s"])
-    return [[k, len(v), f"{np.median(v):.0f}", f"{min(v):.0f}–{max(v):.0f}", f"{sum(v) / 3600:.2f}"]
+            env = m.get("environment", {})
+            add(f"robustness of one {name} model, n={m['n']}, CW {m.get('cw_preset', '?')}" + where(env),
+                m["wall_s"], env)
+    return [[k, len(v), f"{np.median(v):.0f}", f"{min(v):.0f}–{max(v):.0f}", f"{sum(v) / 3600:.2f}",
+             threads_text(threads[k])]
             for k, v in sorted(groups.items(), key=lambda kv: (kv[0].startswith("robustness"), kv[0]))]
+
+
+def threads_text(counts: Sequence) -> str:
+    """'1' when every run recorded one torch thread; '1 (2), 2 (2)' or '1 (19), 2 (1), unrecorded (4)' when a
+    row pools thread counts (runs at each count in brackets; checkpoints before the field say nothing)."""
+    tally: dict = {}
+    for c in counts:
+        tally[c] = tally.get(c, 0) + 1
+    if len(tally) == 1:
+        (c,) = tally
+        return "unrecorded" if c is None else str(c)
+    known = sorted(c for c in tally if c is not None)
+    return ", ".join([f"{c} ({tally[c]})" for c in known] + ([f"unrecorded ({tally[None]})"] if None in tally else []))
 
 
 def fewshot_missing(counts: Sequence[int]) -> str | None:

@@ -189,8 +189,8 @@ def _plain(runs: list[dict], model: str) -> list[dict]:
 def plain_step_seconds(runs: list[dict], model: str) -> float | None:
     """Median training wall time per SGD iteration (evaluations included) of the all-data runs of one
     architecture without JR or AT, or None when there are none."""
-    ts = sorted(r["metrics"]["train_time_s"] / r["config"]["iterations"] for r in _plain(runs, model))
-    return ts[len(ts) // 2] if ts else None
+    ts = [r["metrics"]["train_time_s"] / r["config"]["iterations"] for r in _plain(runs, model)]
+    return float(np.median(ts)) if ts else None
 
 
 def _threads(runs: list[dict], model: str) -> str:
@@ -425,7 +425,8 @@ def section(results_dir: Path, png: bool = True) -> str | None:
                           (f"figS5{'e' if model == 'ddnet' else 'f'}_{model}", "Figure S5 (ours): by attack, with JR + AT")):
             md += [figure_md(pngs, stem, cap), ""]
     md += ["## Compute (CIFAR-10)\n",
-           _md_table(["Kind of run", "runs", "median (s)", "range (s)", "total (h)"], timing_rows(all_runs, rob_all)), "",
+           _md_table(["Kind of run", "runs", "median (s)", "range (s)", "total (h)", "torch threads (runs)"],
+                     timing_rows(all_runs, rob_all)), "",
            "## CIFAR-10: not yet reproduced\n", _missing(runs, study, diverged), ""]
     return "\n".join(md)
 

@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -283,6 +284,8 @@ def test_resnet_clean_table_lists_every_mix_and_the_jr_cut(tmp_path):
     assert "| L2+AT | — | — | — | not trained yet |" in table
     assert "On ResNet-18, JR cuts the mean test ‖J‖_F by" in table
     t = report_cifar.plain_step_seconds(fake, "resnet18")
+    per_it = [r["metrics"]["train_time_s"] / r["config"]["iterations"] for r in report_cifar._plain(fake, "resnet18")]
+    assert t == pytest.approx(float(np.median(per_it)))  # the middle pair's mean where the runs are even
     assert t and (f"a plain ResNet-18 step took {t:.2f} s (median over runs, evaluations included; "
                   "2 torch threads a run, some runs unrecorded)") in md and "a plain DDNet step took" in md
 
@@ -534,6 +537,9 @@ def test_gpu_runs_are_timed_apart_and_named_in_the_report(tmp_path):
     old["meta"]["step_setups"][0].update(memory_format="unrecorded", conv_input_grad="unrecorded")
     rows = report.timing_rows(cpu + [gpu, nhwc, tr, old])
     by_kind = {r[0]: r for r in rows}
+    # the last column counts the runs at each recorded torch thread count
+    assert by_kind["ddnet, few-shot k=1, full batch 10, 10k iterations, no JR"][5] == report.threads_text(
+        [r["meta"].get("torch_threads") for r in cpu])
     cpu_kind = "ddnet, few-shot k=1, full batch 10, 10k iterations, no JR"
     assert by_kind[cpu_kind][1] == len(cpu) and by_kind[cpu_kind + ", on Test GPU (GPU)"][1:3] == [1, "12"]
     assert by_kind[cpu_kind + ", channels_last"][1:3] == [1, "7"]

@@ -53,6 +53,9 @@ def test_a_robustness_cell_never_rounds_one_unfooled_image_to_zero_percent():
     md = report.robustness_markdown([row])
     assert "0.353 (0.5% never)" in md and "6.500 (9% never)" in md and "(0% never)" not in md
     assert report.percent_text(0.25) == "25%" and report.percent_text(0.0) == "0%"
+    assert report.percent_text(0.0004) == "0.04%"  # a mean over seeds of 0, 0, 0, 1/500, 0: not "0.0%"
+    assert report.threads_text([1, 1]) == "1" and report.threads_text([None]) == "unrecorded"
+    assert report.threads_text([2, 1, None, 1]) == "1 (2), 2 (1), unrecorded (1)"
     assert report.and_join(["a"]) == "a" and report.and_join(["a", "b", "c"]) == "a, b and c"
 
 
