@@ -190,18 +190,20 @@ def uncovered_mixes(records: list[dict], iterations: int, model: str = "lenet", 
     return sum(len(by_len.get(iterations, {}).get(m, ())) < TABLE_MIN_SEEDS for m in _all_mixes(by_len))
 
 
-def longest_schedule(records: list[dict]) -> list[dict]:
+def longest_schedule(records: list[dict], runs: list[dict] | None = None) -> list[dict]:
     """``records`` (runs, diverged runs or robustness records, each with a 'config') without the full-data ones
     of another length than :func:`table_iterations` picks for their architecture: once the paper's
     150k-iteration runs cover every full-data mix with two seeds, the short CPU ones stay in the results files, but no
     table or figure averages the two schedules together; until then the longer runs stand beside the tables
     (:func:`length_study`). Few-shot runs (one protocol) are all kept. The CIFAR-10 'schedule' experiment's
     runs (``grid.is_schedule_study``) are left out: they are a side study with a table of their own, and
-    neither supersede nor join the tables' runs."""
+    neither supersede nor join the tables' runs. ``runs``: the finished runs whose schedule the tables use, for
+    records of another kind (diverged runs, robustness records), so that they follow the tables' choice; by
+    default ``records`` choose for themselves (an architecture ``runs`` lacks keeps its records)."""
     records = [r for r in records if not is_schedule_study(r.get("config", {}))]
-    length = table_iterations(records)
+    length = table_iterations(records if runs is None else runs)
     return [r for r in records if (c := r.get("config", {})).get("few_shot_k")
-            or c.get("iterations", 0) == length[(c.get("model"), c.get("dataset"))]]
+            or c.get("iterations", 0) == length.get((c.get("model"), c.get("dataset")), c.get("iterations", 0))]
 
 
 def pair_runs(longs: list[dict], mixes, twin, **where) -> list[dict]:
@@ -266,9 +268,10 @@ def schedule_name(runs: list[dict]) -> str:
     return "—" if not its else "paper" if min(its) >= PAPER_ITERATIONS else "short"
 
 
-def current_robustness(rob: dict) -> dict:
-    """``rob`` (a robustness results dict) with the records of ``longest_schedule`` only, seed groups redone."""
-    models = longest_schedule(rob.get("models", []))
+def current_robustness(rob: dict, runs: list[dict] | None = None) -> dict:
+    """``rob`` (a robustness results dict) with the records of ``longest_schedule`` only (on the schedule ``runs``
+    give the tables, when given), seed groups redone."""
+    models = longest_schedule(rob.get("models", []), runs)
     if len(models) == len(rob.get("models", [])):
         return rob
     from .robustness import aggregate_seeds
@@ -1129,10 +1132,10 @@ def build(results_dir: Path = RESULTS_DIR, out_md: Path = REPO_ROOT / "REPRODUCT
     if rob_all["models"]:
         from .robustness import load_results
         rob_all = load_results(rob_file)
-    rob = current_robustness(rob_all)
+    rob = current_robustness(rob_all, all_runs)
     more = load_more_draws(results_dir, "mnist")
     study = length_study(all_runs)
-    t1 = table1_rows(runs, longest_schedule(R.get("diverged", [])), more, study)
+    t1 = table1_rows(runs, longest_schedule(R.get("diverged", []), all_runs), more, study)
     t2 = table2_rows(runs)
     paired = paired_fewshot_rows(lambda v, k: select(runs, v, k), PAPER_TABLE1)
     ablation = fewshot_ablation_rows(runs, more, PAPER_TABLE1)
@@ -1416,7 +1419,7 @@ def _missing_md(R: dict, runs: list[dict], study: list[dict] = ()) -> str:
     not retried by the grid) count as run; study: :func:`length_study` pairs (longer runs of some mixes)."""
     lines = []
     for k in FEWSHOT_K:
-        n = fewshot_missing([len(select([*runs, *longest_schedule(R.get("diverged", []))], v, k)) for v in TABLE1])
+        n = fewshot_missing([len(select([*runs, *longest_schedule(R.get("diverged", []), runs)], v, k)) for v in TABLE1])
         if n:
             lines.append(f"- few-shot k={k}: {n}")
     for v in TABLE1 + tuple(d for d in DEFENDED if d not in TABLE1):

@@ -265,7 +265,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
         return None
     R = json.loads(runs_file.read_text())
     all_runs = R["runs"]
-    runs, diverged = longest_schedule(all_runs), longest_schedule(R.get("diverged", []))
+    runs, diverged = longest_schedule(all_runs), longest_schedule(R.get("diverged", []), all_runs)
     study = schedule_study(all_runs)
     paper_length = length_study(all_runs, "ddnet", "cifar10")  # longer than the tables, only some mixes yet
     table_runs = [r for r in all_runs if not is_schedule_study(r["config"])]
@@ -274,7 +274,7 @@ def section(results_dir: Path, png: bool = True) -> str | None:
     if rob_file.exists():
         from .robustness import load_results
         rob_all = load_results(rob_file)
-    rob = current_robustness(rob_all)
+    rob = current_robustness(rob_all, all_runs)
     rows = table_s3_rows(runs, diverged, study, load_more_draws(results_dir, "cifar10"), paper_length)
     figs = cifar_figures(rob) if rob["models"] else {}
     if study:

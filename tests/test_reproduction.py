@@ -510,6 +510,10 @@ def test_a_run_of_another_schedule_is_kept_and_the_longer_schedule_is_tabulated(
     short, long = report.select(prev["runs"], "none", seed=0)[0], long_of("none", 0.9931)
     both = prev["runs"] + [long]
     assert report.longest_schedule(both) == prev["runs"]
+    # a diverged record of the long schedule follows the tables' choice when given the runs; on its own it
+    # would pick its own schedule and be counted beside the short runs
+    diverged_long = {**long, "key": "dl"}
+    assert report.longest_schedule([diverged_long], both) == [] and report.longest_schedule([diverged_long])
     assert report.length_study(both) == [{"variant": "none", "seed": 0, "long": long, "short": short}]
     assert report.superseded_note(both, prev["runs"]) == "" and report.schedule_name(prev["runs"]) == "short"
     # a 150k run of every Table-1 mix is not enough while the figures' defended mixes have short runs only:

@@ -129,7 +129,7 @@ def _results(path: Path) -> dict | None:
             raise ValueError("it has no list of 'runs'")
         from jacviz.report import longest_schedule  # as REPRODUCTION.md: runs of superseded schedules left out
         return {**results, "runs": longest_schedule(results["runs"]), "all_runs": results["runs"],
-                "diverged": longest_schedule(results.get("diverged", []))}
+                "diverged": longest_schedule(results.get("diverged", []), results["runs"])}
     except (OSError, ValueError) as err:
         st.warning(f"`{path}` could not be read ({type(err).__name__}: {err}); restore it with "
                    "`git checkout reproduction/` or rebuild it with `python -m jacviz grid --stage collect` "
