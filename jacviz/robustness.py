@@ -429,8 +429,8 @@ def attack_failure_flags(distances: dict, tol: float = 0.05) -> list[str]:
     """Warnings that the CW attack stopped short: samples it never fooled although FGSM or PGD did.
 
     CW-L2 minimizes the L2 distance with no budget, so a sample another attack fools is one CW should
-    fool too, closer. When it returns ``inf`` on more than ``tol`` of the samples that FGSM or PGD fool,
-    its median and never-fooled fraction measure its settings (Adam steps, binary-search rounds over c),
+    fool too, closer. When it returns ``inf`` on samples FGSM or PGD fool, and those are more than ``tol`` of
+    all N evaluated samples, its median and never-fooled fraction measure its settings (Adam steps, binary-search rounds over c),
     not the model; the 'worst' case (per-sample minimum over the attacks) still does. Pure function of
     one model's per-sample distances: ``distances`` maps attack -> (N,) L2 distances (arrays, tensors or
     JSON lists with None for never fooled), as in :func:`evaluate_model`. Returns [] without 'cw'.
@@ -446,8 +446,8 @@ def attack_failure_flags(distances: dict, tol: float = 0.05) -> list[str]:
     n, N = int(missed.sum()), len(missed)
     if n / N <= tol:
         return []
-    return [f"CW found no adversarial example for {n}/{N} samples ({100 * n / N:.0f}%) that "
-            f"{'/'.join(k.upper() for k in others)} fool (their median L2 there {np.median(best_other[missed]):.3g}, "
+    return [f"CW found no adversarial example for {n}/{N} samples ({100 * n / N:.0f}% of all evaluated), each one "
+            f"that {'/'.join(k.upper() for k in others)} fool (their median L2 there {np.median(best_other[missed]):.3g}, "
             f"pixel space): CW's median and never-fooled fraction are limits of its settings (Adam steps, "
             f"rounds over c), not robustness; the 'worst' case still counts those samples."]
 
@@ -710,10 +710,12 @@ def load_results(path) -> dict:
     by_group: dict = {}
     for r in results.get("models", []):
         r["distances"] = {k: distances_from_json(d) for k, d in r.get("distances", {}).items()}
+        r["attack_flags"] = attack_failure_flags(r["distances"])
         by_group.setdefault(r.get("group_key"), []).append(r)
     for g in results.get("groups", []):
-        if "attack_flags" not in g:  # a file written before the check
-            g["attack_flags"] = group_attack_flags(by_group.get(g.get("group_key"), []))
+        # a pure function of the distances: recomputed, so files written before the check, or with older
+        # wording, read as the current code says it
+        g["attack_flags"] = group_attack_flags(by_group.get(g.get("group_key"), []))
     return results
 
 
