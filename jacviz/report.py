@@ -1419,7 +1419,8 @@ def _missing_md(R: dict, runs: list[dict], study: list[dict] = ()) -> str:
     not retried by the grid) count as run; study: :func:`length_study` pairs (longer runs of some mixes)."""
     lines = []
     for k in FEWSHOT_K:
-        n = fewshot_missing([len(select([*runs, *longest_schedule(R.get("diverged", []), runs)], v, k)) for v in TABLE1])
+        diverged = longest_schedule(R.get("diverged", []), runs)
+        n = fewshot_missing([len(select([*runs, *diverged], v, k)) for v in TABLE1])
         if n:
             lines.append(f"- few-shot k={k}: {n}")
     for v in TABLE1 + tuple(d for d in DEFENDED if d not in TABLE1):

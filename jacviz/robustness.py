@@ -430,8 +430,9 @@ def attack_failure_flags(distances: dict, tol: float = 0.05) -> list[str]:
 
     CW-L2 minimizes the L2 distance with no budget, so a sample another attack fools is one CW should
     fool too, closer. When it returns ``inf`` on samples FGSM or PGD fool, and those are more than ``tol`` of
-    all N evaluated samples, its median and never-fooled fraction measure its settings (Adam steps, binary-search rounds over c),
-    not the model; the 'worst' case (per-sample minimum over the attacks) still does. Pure function of
+    all N evaluated samples, its median and never-fooled fraction measure its settings (Adam steps,
+    binary-search rounds over c), not the model; the 'worst' case (per-sample minimum over the attacks)
+    still does. Pure function of
     one model's per-sample distances: ``distances`` maps attack -> (N,) L2 distances (arrays, tensors or
     JSON lists with None for never fooled), as in :func:`evaluate_model`. Returns [] without 'cw'.
     """
@@ -447,7 +448,8 @@ def attack_failure_flags(distances: dict, tol: float = 0.05) -> list[str]:
     if n / N <= tol:
         return []
     return [f"CW found no adversarial example for {n}/{N} samples ({100 * n / N:.0f}% of all evaluated), each one "
-            f"that {'/'.join(k.upper() for k in others)} fool (their median L2 there {np.median(best_other[missed]):.3g}, "
+            f"that {'/'.join(k.upper() for k in others)} fool (their median L2 there "
+            f"{np.median(best_other[missed]):.3g}, "
             f"pixel space): CW's median and never-fooled fraction are limits of its settings (Adam steps, "
             f"rounds over c), not robustness; the 'worst' case still counts those samples."]
 

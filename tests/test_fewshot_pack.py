@@ -81,7 +81,8 @@ def test_all_data_training_refuses_the_subset_folder_and_few_shot_trains(package
 
     def build(*args, **kwargs):
         model = real_build(*args, **kwargs)
-        model.register_forward_pre_hook(lambda mod, a: batches.append(a[0].detach().clone()) if mod.training else None)
+        model.register_forward_pre_hook(
+            lambda mod, a: batches.append(a[0].detach().clone()) if mod.training else None)
         return model
     monkeypatch.setattr(models, "build", build)
     res = fit(dataclasses.replace(few, device="cpu"), stop_after=2, show_progress=False)

@@ -219,7 +219,8 @@ def test_attack_flags_reach_groups_and_report_rows_from_stored_distances(tmp_pat
     rec = {"group_key": "g", "label": "dropout", "dataset": "mnist", "seed": 0, "curves": {},
            "clean_accuracy": 1.0, "config": {}, "distances": {"pgd": pgd, "cw": inf_cw}}
     (g,) = R.aggregate_seeds([rec])
-    assert g["attack_flags"] == R.attack_failure_flags(rec["distances"]) and "8/10 samples (80% of all evaluated)" in g["attack_flags"][0]
+    assert g["attack_flags"] == R.attack_failure_flags(rec["distances"])
+    assert "8/10 samples (80% of all evaluated)" in g["attack_flags"][0]
     assert g["masking_flags"] == []  # the gradient-masking checks are a separate question
     ok = {**rec, "seed": 1, "distances": {"pgd": pgd, "cw": [0.5] * 10}}
     (g2,) = R.aggregate_seeds([rec, ok])
