@@ -332,7 +332,8 @@ def test_robustness_page_shows_the_shipped_reproduction_results(app):
         pytest.skip("no reproduction robustness results in the repository")
     from jacviz import report
     from jacviz.robustness import load_results
-    shipped = report.current_robustness(load_results(path))  # a longer schedule's few records stand aside
+    runs = json.loads((path.parent / "mnist_runs.json").read_text())["runs"]  # whose schedule the tables use
+    shipped = report.current_robustness(load_results(path), runs)  # a longer schedule's few records stand aside
     labels = [g["label"] for g in shipped["groups"]]
     app.switch_page("jacviz/ui/robustness.py").run()
     assert not app.exception, _errors(app)
@@ -485,7 +486,7 @@ def test_robustness_and_about_show_the_cifar10_reproduction(app):
     cifar_table = app.dataframe[1].value  # after the MNIST one
     assert set(cifar_table["test samples (first n)"]) == {m["n"] for m in rob["models"]}
     assert cifar_table["clean accuracy"].between(0.1, 1.0).all()
-    current = report.current_robustness(rob)
+    current = report.current_robustness(rob, json.loads(runs_file.read_text())["runs"])
     shown = {g["group_key"] for g in current["groups"] if g["label"] in show.value}
     assert set(cifar_table["training iterations"]) == {m["config"]["iterations"] for m in current["models"]
                                                        if m["group_key"] in shown}

@@ -32,15 +32,16 @@ ATTACK_NAMES = {"noise": "white noise", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW-
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _load(path: str, mtime_ns: int, current: bool = False) -> dict:
+def _load(path: str, mtime_ns: int, current: bool = False, runs_path: str = "", runs_mtime_ns: int = 0) -> dict:
     """A robustness results file; ``current``: the reproduction grid's, whose models trained on another schedule
     than the tables' are left out, as in REPRODUCTION.md (``report.longest_schedule``: the short runs until the
-    paper's 150k-iteration ones cover every mix with two seeds, then those)."""
+    paper's 150k-iteration ones cover every mix with two seeds, then those), the schedule chosen from the grid's
+    runs file ``runs_path`` where there is one, as the report chooses it."""
     from jacviz.report import current_robustness
     res = robustness.load_results(path)
     if not current:
         return res
-    cur = current_robustness(res)
+    cur = current_robustness(res, json.loads(Path(runs_path).read_text())["runs"] if runs_path else None)
     hidden = len(res.get("models", [])) - len(cur.get("models", []))
     return {**cur, "hidden": (f"{hidden} more model{'s' if hidden > 1 else ''} of this file, trained on another "
                               "schedule than the tables' (REPRODUCTION.md, *Training length*), "
@@ -146,8 +147,10 @@ def show(results: dict, source: str, key: str, path: str) -> None:
 
 def show_file(path: Path, source: str, key: str, current: bool, restore: str) -> None:
     """:func:`show` of a results file, or a warning saying what to do when it cannot be read."""
+    runs = path.with_name(path.name.replace("_robustness.json", "_runs.json"))  # the grid's runs beside it
+    runs_args = (str(runs), runs.stat().st_mtime_ns) if current and runs != path and runs.is_file() else ("", 0)
     try:
-        show(_load(str(path), path.stat().st_mtime_ns, current), source, key, str(path))
+        show(_load(str(path), path.stat().st_mtime_ns, current, *runs_args), source, key, str(path))
     except (OSError, ValueError, KeyError, TypeError) as err:
         st.warning(f"`{path}` could not be read ({type(err).__name__}: {err}); {restore}")
 
