@@ -163,8 +163,13 @@ def load_dataset(name: str, split: str = "test"):
     try:
         return data.load(name, split)
     except data.DatasetMissingError as err:
-        st.error(f"**Dataset missing.** {err}")
-        st.stop()
+        stop_dataset_missing(err)
+
+
+def stop_dataset_missing(err: Exception) -> None:
+    """The page's message for a ``data.DatasetMissingError`` (it says where to put the files), then a stop."""
+    st.error(f"**Dataset missing.** {err}")
+    st.stop()
 
 
 # ------------------------------------------------------------------------------------ sidebar

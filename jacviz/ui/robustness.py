@@ -29,6 +29,7 @@ SHIPPED_CIFAR = checkpoints.REPO_ROOT / "reproduction" / "cifar10_robustness.jso
 RUNS = checkpoints.user_dir() / "robustness_runs"
 RUN_RESTORE = "delete that run's folder and run the evaluation again."
 ATTACK_NAMES = {"noise": "white noise", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW-L2"}
+BATCH = 500  # test samples an attack processes at once in a new run (the progress text counts these batches)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -226,13 +227,13 @@ if go_run:
                 bar.progress((now["k"] - 1) / len(sel), text=f"model {now['k']}/{len(sel)}: {now['name']}")
 
         def stage(desc: str, done: int, total: int) -> None:
-            """Within a model: which attack's curve or distances, in batches of up to 500 test samples."""
+            """Within a model: which attack's curve or distances, in batches of up to BATCH test samples."""
             if desc == "checkpoints":
                 return
             what, kind = desc.rsplit(" ", 1)
             bar.progress((now["k"] - 1) / len(sel),
                          text=f"model {now['k']}/{len(sel)}: {now['name']} · {ATTACK_NAMES.get(what, what)} "
-                              f"{kind}: {done} of {total} batches (≤ 500 test samples each) done"
+                              f"{kind}: {done} of {total} batches (≤ {BATCH} test samples each) done"
                               + (" (gradient-masking checks follow the attacks)" if masking else "")
                               + f" · {common.duration_text(time.perf_counter() - now['t0'])} elapsed")
 
@@ -240,7 +241,8 @@ if go_run:
             try:
                 robustness.run_robustness([e.ckpt.path for e in sel], chosen_attacks, int(n), out_dir=out_dir,
                                           device=common.device(), progress=stage, cw_kwargs=cw,
-                                          pgd_iterations=int(pgd_k), masking=masking, png=False, log=log)
+                                          pgd_iterations=int(pgd_k), masking=masking, png=False, log=log,
+                                          batch_size=BATCH)
             except Exception as err:  # noqa: BLE001 (shown to the user, who can change the settings)
                 st.error(f"The evaluation failed ({type(err).__name__}: {err}). Nothing was saved; try fewer "
                          "test samples or models, or the fast CW protocol, and run it again.")

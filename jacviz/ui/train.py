@@ -138,8 +138,7 @@ if submitted:
         st.error(f"Training diverged: {err}")
         st.stop()
     except data.DatasetMissingError as err:  # e.g. a CIFAR-10 folder holding only the few-shot subsets
-        st.error(f"**Dataset missing.** {err}")
-        st.stop()
+        common.stop_dataset_missing(err)
     except checkpoints.CheckpointError as err:
         st.error(f"**The resume file cannot be used.** {err}. Untick *Continue an interrupted run* to start "
                  "afresh, or delete the file.")
