@@ -112,8 +112,8 @@ class TrainConfig:
                 del d[f]
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
-    def label(self) -> str:
-        """Human name of the regularizer mix, e.g. 'none', 'L2', 'JR', 'L2+dropout+JR+AT'."""
+    def mix(self) -> str:
+        """The regularizer mix alone, e.g. 'none', 'L2', 'JR', 'L2+dropout+JR+AT'."""
         parts = []
         if self.weight_decay:
             parts.append("L2")
@@ -126,7 +126,11 @@ class TrainConfig:
             parts.append(jr)
         if self.adv_train:
             parts.append("AT")
-        name = "+".join(parts) or "none"
+        return "+".join(parts) or "none"
+
+    def label(self) -> str:
+        """Human name of the run: its mix, then what else sets it apart, e.g. 'JR (10/class)'."""
+        name = self.mix()
         if self.few_shot_k:
             name += f" ({self.few_shot_k}/class)"
         if self.init != "paper":

@@ -495,6 +495,9 @@ every kind of run with its measured times.""")
     p.add_argument("--seeds", type=_ints, default=list(range(5)), help="training seeds, e.g. 0-4 (paper: 5)")
     p.add_argument("--fewshot-runs", type=int, default=15, help="runs per few-shot cell (paper: 15)")
     p.add_argument("--fewshot-k", type=_ints, default=list(FEWSHOT_K), help="samples per class, e.g. 1,3,10,30")
+    p.add_argument("--mixes", default=None,
+                   help="comma-separated regularizer mixes to run, as the dry run names them (e.g. JR,L2+dropout+JR); "
+                        "default every mix. Only which runs train and are attacked: the results files keep every run")
     p.add_argument("--schedule", default="auto", help="auto | short | paper (full-data runs)")
     p.add_argument("--stage", default="all", choices=["all", "train", "robustness", "collect"])
     p.add_argument("--robust-seeds", type=_ints, default=list(range(5)), help="seeds whose robustness is evaluated")
@@ -556,6 +559,13 @@ def cli(argv: Sequence[str] | None = None) -> int:
         log(f"merged {n} new records from {f}")
     recorded, recorded_rob = recorded_keys(prev_runs), recorded_keys(prev_rob)
     configs = plan(experiments, a.seeds, schedule, a.fewshot_k, a.fewshot_runs, ds)
+    if a.mixes:
+        mixes = [m for m in a.mixes.split(",") if m]
+        known = {c.mix() for c in configs}
+        if unknown := [m for m in mixes if m not in known]:
+            print(f"--mixes: {unknown} not among this plan's mixes ({', '.join(sorted(known))})", file=sys.stderr)
+            return 2
+        configs = [c for c in configs if c.mix() in mixes]
     # done: a checkpoint on disk, or a run the results file already records (its checkpoint may be gone);
     # a diverged run counts as done (delete its <key>.diverged.json and results record to retry it)
     todo = [c for c in configs if find_checkpoint(c, folders) is None and c.key() not in recorded

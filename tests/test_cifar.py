@@ -45,6 +45,21 @@ def test_cifar_grid_dry_run_lists_ddnet_and_resnet(capsys):
     assert sum("resnet18 on cifar10" in line for line in lines) == 6
 
 
+def test_cifar_grid_mixes_picks_which_runs_train(capsys):
+    """--mixes keeps the plan's runs of the named mixes only (all their seeds and k), and refuses a
+    mix the plan does not have, naming the ones it has."""
+    args = ["--dataset", "cifar10", "--experiments", "fewshot", "--fewshot-k", "10,30", "--fewshot-runs", "2",
+            "--dry-run"]
+    assert grid.cli(args + ["--mixes", "JR,L2+dropout+JR"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line[:4] in ("done", "todo")]
+    assert len(lines) == 2 * 2 * 2  # mixes x k x runs
+    assert {line.split()[2] for line in lines} == {"JR", "L2+dropout+JR"}
+    assert {"(10/class)", "(30/class)"} == {line.split()[3] for line in lines}
+    assert grid.cli(args + ["--mixes", "JR,dropot"]) == 2
+    err = capsys.readouterr().err
+    assert "dropot" in err and "dropout" in err
+
+
 def test_cifar_grid_dry_run_marks_the_recorded_diverged_run(capsys):
     """A fresh clone has no runs/ folder: the results file alone tells the grid that a run diverged."""
     diverged = json.loads(CIFAR_RUNS.read_text()).get("diverged", []) if CIFAR_RUNS.is_file() else []
