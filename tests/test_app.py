@@ -90,6 +90,42 @@ def test_every_page_runs(app):
             assert len(app.dataframe[-1].value) == 1 + len(app.multiselect(key="est_nproj").value) + 1
 
 
+def _bar_script():
+    import time
+
+    import streamlit as st
+
+    from jacviz.ui import common
+
+    def work(report):
+        for k in range(1, 4):
+            report("draws", k, 3)
+            time.sleep(0.6)  # a few polls apart, so each report is drawn
+        if st.session_state.get("fail"):
+            raise RuntimeError("work failed")
+        return "result"
+
+    drawn = []
+    out = common.run_with_bar(work, lambda *r: drawn.append(common.study_text(*r)) or drawn[-1], "starting",
+                              poll_s=0.05)
+    st.write(out)
+    st.write(" | ".join(t for _, t in drawn))
+
+
+def test_run_with_bar_draws_each_report_and_returns_the_work(monkeypatch):
+    """The Estimator page's study runs in a worker thread (a cached function must not draw on the page) while
+    the script thread draws its reports; the result, or the work's exception, reaches the script."""
+    at = AppTest.from_function(_bar_script, default_timeout=60).run()
+    assert not at.exception, _errors(at)
+    assert at.markdown[0].value == "result"
+    assert at.markdown[1].value.split(" | ") == [
+        f"step 2 of 2, random-projection estimates: draw {k:,} of 3 (all n_proj values)" for k in (1, 2, 3)]
+    assert not at.get("progress")  # removed at the end
+    at.session_state["fail"] = True
+    at.run()
+    assert at.exception and "work failed" in at.exception[0].value
+
+
 def test_sample_plane_and_models_change_output(app, user_models):
     app.run()
     assert not app.exception, _errors(app)

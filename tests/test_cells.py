@@ -151,6 +151,29 @@ def test_adaptive_agrees_with_dense(which, request, mnist_test):
         assert np.abs(adaptive.confidence - dense.confidence).mean() < 0.02
 
 
+def test_grid_and_boundary_report_progress_to_the_end(mnist_test, lenet_plain, lenet_jr):
+    """Dense grids report after each forward pass (points evaluated / R^2), adaptive ones after each level (the
+    window's area settled); both rise to 1.0 with the map's own point count, per model. The boundary search
+    reports the radius its rays reached, which ends at the first crossing's step."""
+    x, _ = mnist_test
+    plane = cells.random_plane(x[2], 0)
+    for mode in ("dense", "adaptive"):
+        seen = []
+        maps = cells.decision_plane([lenet_plain, lenet_jr], x[2], plane, extent=25.0, resolution=101, mode=mode,
+                                    batch_size=1000, progress=lambda *r: seen.append(r))
+        for k, m in enumerate(maps):
+            mine = [(f, n) for kk, f, n in seen if kk == k]
+            assert mine[-1] == (1.0, m.n_evals) and len(mine) >= (11 if mode == "dense" else 3), (mode, mine)
+            assert [f for f, _ in mine] == sorted(f for f, _ in mine) and 0 < mine[0][0] < 1
+        assert [k for k, _, _ in seen] == sorted(k for k, _, _ in seen)  # model by model
+    rays = []
+    b = cells.in_plane_boundary(lenet_plain, x[2], plane, max_radius=25.0, progress=lambda *r: rays.append(r))
+    assert b.found and len(rays) >= 2 and [r for r, _ in rays] == sorted(r for r, _ in rays)
+    step = 25.0 / 48
+    assert b.radius - step <= rays[-1][0] <= b.radius + 4 * step  # the march stops in the chunk that crossed
+    assert rays[-1][1] < b.n_evals  # bisections and fans come after the march
+
+
 def test_several_models_share_one_grid(mnist_test, lenet_plain, lenet_jr):
     x, _ = mnist_test
     plane = cells.random_plane(x[0], 0)

@@ -27,6 +27,24 @@ def test_exact_matches_jacobian_frobenius():
     np.testing.assert_allclose(pix * float(m.normalize.std) ** 2, study["exact"], rtol=1e-6)
 
 
+def test_study_reports_progress_and_chunks_change_nothing(monkeypatch):
+    """The Jacobians are computed in chunks with a report after each, then the draws; the stages arrive in
+    order, each count rises to its total, and chunking gives the same Jacobians as one batch."""
+    m = _model()
+    x = torch.rand(7, 1, 28, 28)
+    whole = estimator.jacobians(m, x, chunk=100)  # float32 sums in another batch order: equal to ~1e-6
+    np.testing.assert_allclose(estimator.jacobians(m, x, chunk=3), whole, rtol=1e-4, atol=1e-6 * float(whole.abs().max()))
+    monkeypatch.setattr(estimator, "VECTOR_BUDGET", 7 * 10 * 2 * 5)  # 5 draws a chunk at n_proj = 2
+    reports = []
+    study = estimator.projection_study(m, x, n_projs=(1, 2), repeats=12,
+                                       progress=lambda *r: reports.append(r))
+    jac = [r for r in reports if r[0] == "jacobians"]
+    draws = [r for r in reports if r[0] == "draws"]
+    assert reports == jac + draws and jac[-1] == ("jacobians", 7, 7) and draws[-1] == ("draws", 24, 24)
+    assert [d for _, d, _ in draws] == sorted({d for _, d, _ in draws}) and len(draws) >= 2 + 3
+    assert {t for _, _, t in draws} == {24} and study["repeats"] == 12
+
+
 def test_projection_equals_autograd_vjp():
     """C |v.J|^2 as projection_study forms it (v^T J J^T v) equals jacobian_penalty's autograd VJP with the
     same v."""

@@ -3,7 +3,7 @@ import json
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import numpy as np
 import pandas as pd
@@ -57,10 +57,11 @@ def _plane(kind, dataset, index, seed, eps, x1, x2, tokens, names, _models) -> c
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _map(tok, dataset, index, plane_key, extent, resolution, clip, mode, _model, _plane) -> cells.CellMap:
+def _map(tok, dataset, index, plane_key, extent, resolution, clip, mode, _model, _plane, _progress=None) -> cells.CellMap:
     x, _ = data.load(dataset, "test")
     return cells.decision_plane([_model], x[index], _plane, extent=extent, resolution=resolution,
-                                clip=clip, mode=mode)[0]
+                                clip=clip, mode=mode,
+                                progress=(lambda _k, f, n: _progress(f, n)) if _progress else None)[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -75,11 +76,11 @@ def _at_x0(tok, dataset, index, _model) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _boundary(tok, dataset, index, plane_key, clip, max_radius, _model, _plane) -> cells.Boundary:
+def _boundary(tok, dataset, index, plane_key, clip, max_radius, _model, _plane, _progress=None) -> cells.Boundary:
     """Closest point of the plane where the model's prediction changes (the circle of Fig. 1)."""
     x, _ = data.load(dataset, "test")
     return cells.in_plane_boundary(_model, x[index], _plane, max_radius=max_radius, clip=clip,
-                                   n_rays=N_RAYS, step=max_radius / RAY_STEPS)
+                                   n_rays=N_RAYS, step=max_radius / RAY_STEPS, progress=_progress)
 
 
 CW_SETTINGS = {"fast": attacks.CW_FAST, "paper": attacks.CW_PAPER}
@@ -313,27 +314,45 @@ t_start = time.perf_counter()
 max_r = extent
 
 
-def per_model(e):
-    """Everything the page shows for one model (each piece cached on its own)."""
+status: dict[int, str] = {}  # what each running model is doing (written by the workers, read here)
+
+
+def per_model(k, e):
+    """Everything the page shows for one model (each piece cached on its own); reports into status[k]."""
     tok, key = token(e), plane.key()
-    return (_map(tok, dataset, index, key, extent, resolution, clip, mode, e.model, plane),
-            _at_x0(tok, dataset, index, e.model),
-            _boundary(tok, dataset, index, key, clip, max_r, e.model, plane))
+    share = "of the window settled" if mode == "adaptive" else "of the points evaluated"
+
+    def on_map(frac, n):
+        status[k] = f"{e.name}: grid {frac:.0%} {share} ({n:,} points)"
+
+    def on_ray(r, n):
+        status[k] = f"{e.name}: closest boundary, rays out to {r:.3g} of {max_r:g} ({n:,} points)"
+    status[k] = f"{e.name}: grid"
+    cmap = _map(tok, dataset, index, key, extent, resolution, clip, mode, e.model, plane, _progress=on_map)
+    status[k] = f"{e.name}: closest boundary"
+    out = (cmap, _at_x0(tok, dataset, index, e.model),
+           _boundary(tok, dataset, index, key, clip, max_r, e.model, plane, _progress=on_ray))
+    status.pop(k, None)
+    return out
 
 
 # Models run concurrently (torch ops release the GIL; each op is single-threaded on CPU, see
-# common.device), so a 2-core machine works on two models at once; the bar counts finished models.
+# common.device), so a 2-core machine works on two models at once; the bar counts finished models
+# and its text says where each running one is (cached functions must not draw, so this thread does).
 bar = st.progress(0.0, text=f"Evaluating {len(models_sel)} models on {resolution}×{resolution} points...")
 ctx = get_script_run_ctx()
 with ThreadPoolExecutor(max_workers=max(1, min(len(models_sel), os.cpu_count() or 1)),
                         initializer=lambda: add_script_run_ctx(threading.current_thread(), ctx)) as pool:
-    futures = {pool.submit(per_model, e): k for k, e in enumerate(models_sel)}
+    futures = {pool.submit(per_model, k, e): k for k, e in enumerate(models_sel)}
     results = [None] * len(models_sel)
-    for n_done, fut in enumerate(as_completed(futures), 1):
-        results[futures[fut]] = fut.result()
-        bar.progress(n_done / len(models_sel),
-                     text=f"{n_done} of {len(models_sel)} models done ({resolution}×{resolution} grid, "
-                          f"in-plane radius, ‖J(x0)‖_F; {time.perf_counter() - t_start:.0f} s)")
+    pending = set(futures)
+    while pending:
+        finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            results[futures[fut]] = fut.result()
+        bar.progress((len(models_sel) - len(pending)) / len(models_sel),
+                     text=common.cells_text(len(models_sel) - len(pending), len(models_sel), resolution,
+                                            time.perf_counter() - t_start, list(status.values())))
 bar.empty()
 maps, stats, bounds = (list(t) for t in zip(*results))
 radii = [b.radius for b in bounds]

@@ -7,16 +7,22 @@ rerun); arrays with ``st.cache_data`` in the pages, models passed as ``_model`` 
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import streamlit as st
 import torch
+from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 from jacviz import checkpoints, data
 from jacviz.config import PAPER_VARIANTS
 from jacviz.train import resolve_device
 
+T = TypeVar("T")
 # The five Table-1 regularizer mixes, in the paper's order: the default model selection.
 TABLE1_LABELS = ("none", "L2", "dropout", "JR", "L2+dropout+JR")
 DATASET_NAMES = {"mnist": "MNIST", "usps": "USPS (MNIST models, domain shift)", "cifar10": "CIFAR-10"}
@@ -285,3 +291,50 @@ def step_text(ev: dict) -> str:
         if ev["iteration"] < ev["total"]:
             text += f", about {duration_text(ev['eta_s'])} to go (then the final evaluation)"
     return text
+
+
+def run_with_bar(work: Callable[[Callable[..., None]], T], text: Callable[..., tuple[float, str]],
+                 first: str, poll_s: float = 0.25) -> T:
+    """``work(report)`` in a worker thread of this script run, its reports drawn on a progress bar here.
+
+    work calls ``report(*args)`` as it goes; ``text(*args)`` turns the latest report into the bar's
+    (fraction, text); ``first`` is the bar's text before any report. The bar is removed at the end.
+    Why a thread: a ``st.cache_data`` function must not draw on elements made outside it (its cache
+    replay would fail), so the cached work only stores its reports and this thread draws them."""
+    latest: dict = {}
+    bar = st.progress(0.0, text=first)
+    ctx = get_script_run_ctx()
+    with ThreadPoolExecutor(max_workers=1,
+                            initializer=lambda: add_script_run_ctx(threading.current_thread(), ctx)) as pool:
+        fut = pool.submit(work, lambda *args: latest.update(args=args))
+        shown = None
+        while True:
+            try:
+                result = fut.result(timeout=poll_s)
+                break
+            except FutureTimeout:
+                if (args := latest.get("args")) is not None and args != shown:
+                    shown = args
+                    frac, label = text(*args)
+                    bar.progress(min(1.0, max(0.0, frac)), text=label)
+    bar.empty()
+    return result
+
+
+def study_text(stage: str, done: int, total: int, elapsed_s: float | None = None) -> tuple[float, str]:
+    """The Estimator page's bar for an ``estimator.projection_study`` report: (fraction of the stage, text)."""
+    if stage == "jacobians":
+        text = f"step 1 of 2, exact Jacobians (C backward passes an image): test image {done:,} of {total:,}"
+    else:
+        text = f"step 2 of 2, random-projection estimates: draw {done:,} of {total:,} (all n_proj values)"
+    if elapsed_s is not None:
+        text += f" · {duration_text(elapsed_s)} elapsed"
+    return done / max(1, total), text
+
+
+def cells_text(done: int, total: int, resolution: int, elapsed_s: float, running: list[str]) -> str:
+    """The Decision-cells page's bar text: models finished (grid, in-plane radius, ‖J(x0)‖_F), time so far,
+    and what each running model is doing (its grid's share done, or how far its boundary rays reached)."""
+    text = (f"{done} of {total} models done ({resolution}×{resolution} grid, closest boundary, ‖J(x0)‖_F) · "
+            f"{duration_text(elapsed_s)} elapsed")
+    return text + "".join(f" · {r}" for r in running)

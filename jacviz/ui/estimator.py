@@ -1,6 +1,7 @@
 """Page: how good is the random-projection estimate of ||J||_F^2 (Section 2.3, eq. 16)?"""
 import dataclasses
 import json
+import time
 
 import pandas as pd
 import streamlit as st
@@ -47,14 +48,18 @@ if not n_projs:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _study(_model, model_id, dataset, n, n_projs, repeats, seed, space):
+def _study(_model, model_id, dataset, n, n_projs, repeats, seed, space, _progress=None):
     x, _ = common.load_dataset(dataset, "test")
-    return estimator.projection_study(_model, x[:n], n_projs, repeats, seed, space)
+    return estimator.projection_study(_model, x[:n], n_projs, repeats, seed, space, progress=_progress)
 
 
-with st.spinner("Computing exact Jacobians and random projections..."):
-    study = _study(entry.model, mid + str(entry.ckpt.path.stat().st_mtime_ns), entry.config.dataset,
-                   int(n), tuple(sorted(int(k) for k in n_projs)), int(repeats), int(seed), space)
+t_study = time.perf_counter()
+study = common.run_with_bar(
+    lambda report: _study(entry.model, mid + str(entry.ckpt.path.stat().st_mtime_ns), entry.config.dataset,
+                          int(n), tuple(sorted(int(k) for k in n_projs)), int(repeats), int(seed), space,
+                          _progress=report),
+    lambda *r: common.study_text(*r, elapsed_s=time.perf_counter() - t_study),
+    f"Computing the exact Jacobians of {int(n):,} test images, then {int(repeats):,} random-projection draws...")
 
 C = study["C"]
 m1, m2, m3 = st.columns(3)
