@@ -1,9 +1,8 @@
 """Page: cross sections of decision cells around a test sample (Figure 1, S1, S2 of the paper)."""
 import json
 import os
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,6 @@ import streamlit as st
 from jacviz import attacks, cells, data, gallery, plots
 from jacviz.jacobian import jacobian_frobenius
 from jacviz.ui import common
-from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 PAGE = "cells"
 DATASETS = ["mnist", "usps", "cifar10"]
@@ -340,9 +338,7 @@ def per_model(k, e):
 # common.device), so a 2-core machine works on two models at once; the bar counts finished models
 # and its text says where each running one is (cached functions must not draw, so this thread does).
 bar = st.progress(0.0, text=f"Evaluating {len(models_sel)} models on {resolution}×{resolution} points...")
-ctx = get_script_run_ctx()
-with ThreadPoolExecutor(max_workers=max(1, min(len(models_sel), os.cpu_count() or 1)),
-                        initializer=lambda: add_script_run_ctx(threading.current_thread(), ctx)) as pool:
+with common.script_threads(min(len(models_sel), os.cpu_count() or 1)) as pool:
     futures = {pool.submit(per_model, k, e): k for k, e in enumerate(models_sel)}
     results = [None] * len(models_sel)
     pending = set(futures)

@@ -293,6 +293,13 @@ def step_text(ev: dict) -> str:
     return text
 
 
+def script_threads(workers: int) -> ThreadPoolExecutor:
+    """Worker threads that belong to this script run (st.cache_data and session state work in them)."""
+    ctx = get_script_run_ctx()
+    return ThreadPoolExecutor(max_workers=max(1, workers),
+                              initializer=lambda: add_script_run_ctx(threading.current_thread(), ctx))
+
+
 def run_with_bar(work: Callable[[Callable[..., None]], T], text: Callable[..., tuple[float, str]],
                  first: str, poll_s: float = 0.25) -> T:
     """``work(report)`` in a worker thread of this script run, its reports drawn on a progress bar here.
@@ -303,9 +310,7 @@ def run_with_bar(work: Callable[[Callable[..., None]], T], text: Callable[..., t
     replay would fail), so the cached work only stores its reports and this thread draws them."""
     latest: dict = {}
     bar = st.progress(0.0, text=first)
-    ctx = get_script_run_ctx()
-    with ThreadPoolExecutor(max_workers=1,
-                            initializer=lambda: add_script_run_ctx(threading.current_thread(), ctx)) as pool:
+    with script_threads(1) as pool:
         fut = pool.submit(work, lambda *args: latest.update(args=args))
         shown = None
         while True:
