@@ -325,6 +325,7 @@ def per_model(k, e):
 
     def on_ray(r, n):
         status[k] = f"{e.name}: closest boundary, rays out to {r:.3g} of {max_r:g} ({n:,} points)"
+
     status[k] = f"{e.name}: grid"
     cmap = _map(tok, dataset, index, key, extent, resolution, clip, mode, e.model, plane, _progress=on_map)
     status[k] = f"{e.name}: closest boundary"
