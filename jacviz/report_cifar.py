@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import TrainConfig
 from .grid import (CIFAR_SCHEDULES, DEFENDED, FEWSHOT_K, PAPER_ITERATIONS, RESNET, SCHEDULE_STUDY, TABLE1,
                    is_schedule_study, variant_config)
 from .report import (CLAIMS_NOTE, length_study, pair_runs, why_beside, _jac_trend, _md_table, agreement, and_join, agrees, claims, collapsed_note, current_robustness,
@@ -148,7 +149,7 @@ def _gpu_note(gpu_runs: list[dict]) -> str:
     2026-12-04)' for few-shot runs trained on a GPU."""
     cells: dict = {}
     for r in gpu_runs:
-        cells.setdefault((r["config"]["few_shot_k"], r["config"]["seed"]), []).append(r["label"].split(" (")[0])
+        cells.setdefault((r["config"]["few_shot_k"], r["config"]["seed"]), []).append(TrainConfig.from_dict(r["config"]).mix())
     where = sorted({f"{r['meta'].get('device_name', '?')}, torch {r['meta'].get('torch', '?')}, {r['meta'].get('date', '?')}"
                     for r in gpu_runs})
     what = "; ".join(f"k={k} seed {s}: {', '.join(v)}" for (k, s), v in sorted(cells.items()))
