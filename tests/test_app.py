@@ -91,23 +91,30 @@ def test_every_page_runs(app):
 
 
 def _bar_script():
-    import time
+    import threading
 
     import streamlit as st
 
     from jacviz.ui import common
 
+    shown = {k: threading.Event() for k in range(1, 4)}
+
     def work(report):
         for k in range(1, 4):
             report("draws", k, 3)
-            time.sleep(0.6)  # a few polls apart, so each report is drawn
+            assert shown[k].wait(30), f"report {k} was not drawn"  # the next report waits for this one's bar
         if st.session_state.get("fail"):
             raise RuntimeError("work failed")
         return "result"
 
     drawn = []
-    out = common.run_with_bar(work, lambda *r: drawn.append(common.study_text(*r)) or drawn[-1], "starting",
-                              poll_s=0.05)
+
+    def text(*r):
+        drawn.append(common.study_text(*r))
+        shown[r[1]].set()
+        return drawn[-1]
+
+    out = common.run_with_bar(work, text, "starting", poll_s=0.05)
     st.write(out)
     st.write(" | ".join(t for _, t in drawn))
 
