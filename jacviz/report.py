@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -1327,9 +1328,7 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
 def threads_text(counts: Sequence) -> str:
     """'1' when every run recorded one torch thread; '1 (2), 2 (2)' or '1 (19), 2 (1), unrecorded (4)' when a
     row pools thread counts (runs at each count in brackets; checkpoints before the field say nothing)."""
-    tally: dict = {}
-    for c in counts:
-        tally[c] = tally.get(c, 0) + 1
+    tally = Counter(counts)
     if len(tally) == 1:
         (c,) = tally
         return "unrecorded" if c is None else str(c)
