@@ -119,7 +119,11 @@ def cmd_train(argv) -> int:
         parser.error(str(err))
     out = a.out or str(checkpoints.user_dir())
     print(f"training {config.label()}: {config.describe()}", file=sys.stderr)
-    res = fit(config, out_dir=out, resume=a.resume)
+    try:
+        res = fit(config, out_dir=out, resume=a.resume)
+    except KeyboardInterrupt:  # Ctrl-C: fit has said where it saved the resume file (--resume continues)
+        print("training stopped", file=sys.stderr)
+        return 130
     if a.manifest:
         checkpoints.write_manifest(out)
     print(json.dumps({"checkpoint": str(res.path), "label": config.label(), **res.metrics}, indent=1))

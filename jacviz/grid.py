@@ -303,7 +303,7 @@ def _pool_map(fn, tasks: list, workers: int, threads: int, log):
     ctx = mp.get_context("spawn")  # fork after torch initialised its thread pool can hang
     # `kill <grid pid>` (SIGTERM) would end this process at once and leave the workers training as orphans:
     # turn it into an exception, so that leaving the `with` terminates the pool (a finished run's checkpoint is
-    # on disk already; a running one keeps its resume file)
+    # on disk already; a running one ends its iteration and saves its resume file: train.stop_requests)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main else None
     try:

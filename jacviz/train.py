@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import math
 import platform
+import signal
+import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +59,36 @@ def batch_stats_frozen(model: nn.Module):
     finally:
         for m in bns:
             m.track_running_stats = True
+
+
+@contextmanager
+def stop_requests(enabled: bool = True):
+    """Within the block, Ctrl-C (SIGINT) and ``kill`` (SIGTERM) only ask the training loop to stop: it ends
+    the iteration it is in, saves the resume file and then raises KeyboardInterrupt / SystemExit(143), so a
+    stopped run loses no finished iteration (by default up to RESUME_EVERY_S of work would be lost). A second
+    Ctrl-C stops at once. Yields a dict whose 'signal' is the signal number once one came, else None.
+
+    Python runs signal handlers in the main thread only, so in any other thread (the app trains in a
+    Streamlit script thread) and with ``enabled`` False the handlers are left as they are."""
+    state: dict = {"signal": None}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def ask(signum, frame):
+        if state["signal"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        state["signal"] = signum
+        print(f"\njacviz: {signal.Signals(signum).name}; stopping after this iteration to save the resume file "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for s, handler in previous.items():
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(s, handler)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -188,6 +221,8 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, progress: Progre
       'iteration', 'final': the evaluation after training, 'done', 'total': test images, 'elapsed_s', 'eta_s'})
       and after each evaluation during training ({'kind': 'eval', ...metrics}).
     resume: continue from ``<key>.resume.pt`` when it exists (same result as uninterrupted).
+    Ctrl-C or ``kill`` (in the main thread, with out_dir set) stops after the current iteration, saves the
+      resume file there and raises KeyboardInterrupt / SystemExit(143) (:func:`stop_requests`).
     stop_after: stop (as if interrupted) after this many iterations, leaving the resume file.
     n_jac_during: test samples for the mean ||J||_F at intermediate evaluations (final: config.jac_samples).
     """
@@ -287,8 +322,10 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     t_session = last_save = time.perf_counter()
     run = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "n": 0}
     model.train()
+    done = start
     # the model's convolutions are switched back before it is returned or saved
-    with transposed_input_grads(model, enabled=here["conv_input_grad"] == "transposed"):
+    with (transposed_input_grads(model, enabled=here["conv_input_grad"] == "transposed"),
+          stop_requests(enabled=resume_path is not None) as stop):
         for it in range(start, end):
             lr = lr_at(config, it)
             for group in opt.param_groups:
@@ -339,7 +376,16 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
                                                              or time.perf_counter() - last_save > RESUME_EVERY_S):
                 save_resume(done, time.perf_counter() - t0)
                 last_save = time.perf_counter()
+            if stop["signal"] is not None:
+                break
     bar.close()
+    if stop["signal"] is not None:  # asked to stop: keep every finished iteration, then stop as asked
+        save_resume(done, time.perf_counter() - t0)
+        print(f"jacviz: saved {resume_path} at iteration {done} of {config.iterations}; rerun with resume "
+              "to continue", file=sys.stderr, flush=True)
+        if stop["signal"] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + stop["signal"])
     model = model.to(memory_format=torch.contiguous_format).eval()  # checkpoints and callers get the default
     finished = end >= config.iterations
     if not finished:

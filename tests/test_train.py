@@ -70,6 +70,46 @@ def test_a_run_killed_between_iteration_saves_resumes_from_its_time_based_save(t
     assert resumed.finished and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+SIGNALLED = TrainConfig(iterations=50, milestones=(), eval_every=25, checkpoint_every=1000, eval_samples=300,
+                        dropout=0.5, jr=0.01, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """SIGNALLED trained without a stop, for both signals' runs to end equal to."""
+    return fit(SIGNALLED, out_dir=tmp_path_factory.mktemp("uninterrupted"), show_progress=False)
+
+
+@pytest.mark.parametrize("signum, raised", [("SIGINT", KeyboardInterrupt), ("SIGTERM", SystemExit)])
+def test_ctrl_c_or_kill_saves_the_iteration_it_stopped_at_and_resumes_as_uninterrupted(tmp_path, signum, raised,
+                                                                                       uninterrupted):
+    """A real signal to this process at iteration 40 (no save due before 1000): the run ends that iteration,
+    saves the resume file at 40, not at an earlier save, raises as the signal would have, puts the previous
+    handlers back, and the resumed run ends bit-identical to an uninterrupted one."""
+    import os
+    import signal
+
+    cfg, full = SIGNALLED, uninterrupted
+    sig = getattr(signal, signum)
+    before = signal.getsignal(sig)
+
+    def send(info):
+        if info["kind"] == "step" and info["iteration"] == 40:
+            os.kill(os.getpid(), sig)
+
+    with pytest.raises(raised) as exc:
+        fit(cfg, out_dir=tmp_path / "b", show_progress=False, progress=send)
+    if raised is SystemExit:
+        assert exc.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(sig) is before
+    saved = torch.load(tmp_path / "b" / f"{cfg.key()}.resume.pt", weights_only=True)
+    assert saved["iteration"] == 40 and [h["iteration"] for h in saved["history"]] == [25]
+    resumed = fit(cfg, out_dir=tmp_path / "b", show_progress=False, resume=True)
+    sa, sb = full.model.state_dict(), resumed.model.state_dict()
+    assert resumed.finished and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert full.metrics["test_acc"] == resumed.metrics["test_acc"]
+
+
 def test_step_events_carry_elapsed_time_and_a_pace_based_eta_across_a_resume(tmp_path):
     """The Train page's progress bar says how long a run took and how long its remaining iterations will take:
     step events carry elapsed_s (earlier sessions of a resumed run included) and eta_s, the remaining
