@@ -214,7 +214,7 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, progress: Progre
     """Train ``config``; returns the model (eval mode), final metrics and per-eval history.
 
     out_dir: where ``<key>.pt`` (final) and ``<key>.resume.pt`` (periodic) go; None = no files.
-    progress: called with a dict every few iterations ({'kind': 'step', 'iteration', 'total',
+    progress: called with a dict at the end of every 20th iteration and the last ({'kind': 'step', 'iteration', 'total',
       'loss', 'ce', 'jr', 'lr', 'elapsed_s': wall seconds of training so far, earlier sessions of a resumed
       run included, 'eta_s': seconds the remaining iterations will take at this session's pace, evaluations
       included, the final one not}), during each evaluation's exact ||J||_F ({'kind': 'eval_progress',
@@ -223,6 +223,8 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, progress: Progre
     resume: continue from ``<key>.resume.pt`` when it exists (same result as uninterrupted).
     Ctrl-C or ``kill`` (in the main thread, with out_dir set) stops after the current iteration, saves the
       resume file there and raises KeyboardInterrupt / SystemExit(143) (:func:`stop_requests`).
+      So does an exception raised by ``progress`` at a 'step' or 'eval' event (it is then re-raised): a
+      stopped Streamlit script keeps its iterations (stopped during an evaluation, it keeps the last save).
     stop_after: stop (as if interrupted) after this many iterations, leaving the resume file.
     n_jac_during: test samples for the mean ||J||_F at intermediate evaluations (final: config.jac_samples).
     """
@@ -269,6 +271,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
                           weight_decay=config.weight_decay)
 
     start, history, wall, setups = 0, [], 0.0, []
+    run = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "n": 0}  # training-loss sums since the last evaluation
     if resume and resume_path and resume_path.exists():
         # on the CPU: the RNG states must stay CPU byte tensors (set_rng_state refuses CUDA ones);
         # load_state_dict moves weights and momentum buffers to the model's device
@@ -278,6 +281,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
         model.load_state_dict(st["state_dict"])
         opt.load_state_dict(st["optimizer"])
         start, history, wall = st["iteration"], st["history"], st["wall_time_s"]
+        run = st.get("running", run)  # files written before 2026-12-07 restart these sums at the resume
         # resume files written before 2026-12-07 did not record how their steps were taken
         setups = st.get("step_setups") or [{"from_iteration": 0, "memory_format": "unrecorded",
                                              "conv_input_grad": "unrecorded"}]
@@ -291,10 +295,20 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     def save_resume(it: int, elapsed: float) -> None:
         st = {"key": key, "config": config.to_dict(), "iteration": it, "history": history, "step_setups": setups,
               "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-              "wall_time_s": elapsed, "rng_cpu": torch.get_rng_state()}
+              "wall_time_s": elapsed, "running": run, "rng_cpu": torch.get_rng_state()}
         if dev.type == "cuda":
             st["rng_cuda"] = torch.cuda.get_rng_state()
         checkpoints.atomic_torch_save(st, resume_path)
+
+    def keep_if_stopped(done: int, event: dict) -> None:
+        """progress(event) at the end of iteration ``done`` (or of its evaluation): if the caller stops there by
+        raising (the app: a click ends its Streamlit script), save the resume file at ``done`` and re-raise."""
+        try:
+            progress(event)
+        except BaseException:
+            if resume_path:
+                save_resume(done, time.perf_counter() - t0)
+            raise
 
     def eval_reporter(iteration: int, final: bool) -> Callable[[int, int], None]:
         """Progress of an evaluation's exact ||J||_F, as 'eval_progress' events and, for the final one
@@ -320,7 +334,6 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     perm_cache: dict = {}
     t0 = time.perf_counter() - wall
     t_session = last_save = time.perf_counter()
-    run = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "n": 0}
     model.train()
     done = start
     # the model's convolutions are switched back before it is returned or saved
@@ -354,11 +367,6 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
             run["loss"] += loss.item(); run["ce"] += ce.item(); run["jr"] += jr_val.item(); run["n"] += 1
             done = it + 1
             bar.update(1)
-            if progress and (done % 20 == 0 or done == config.iterations):
-                now = time.perf_counter()
-                progress({"kind": "step", "iteration": done, "total": config.iterations,
-                          "loss": loss.item(), "ce": ce.item(), "jr": jr_val.item(), "lr": lr,
-                          "elapsed_s": now - t0, "eta_s": (now - t_session) / (done - start) * (config.iterations - done)})
             if done % config.eval_every == 0 or done == config.iterations:
                 m = evaluate(model, config.dataset, config.eval_samples, n_jac_during,
                              eval_reporter(done, final=False))
@@ -371,11 +379,17 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
                 run = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "n": 0}
                 bar.set_postfix(acc=f"{rec['test_acc']:.4f}", J=f"{rec['jac_fro_normalized']:.2f}")
                 if progress:
-                    progress({"kind": "eval", **rec})
+                    keep_if_stopped(done, {"kind": "eval", **rec})
             if resume_path and done < config.iterations and (done % config.checkpoint_every == 0 or done == end
                                                              or time.perf_counter() - last_save > RESUME_EVERY_S):
                 save_resume(done, time.perf_counter() - t0)
                 last_save = time.perf_counter()
+            if progress and (done % 20 == 0 or done == config.iterations):
+                now = time.perf_counter()
+                keep_if_stopped(done, {"kind": "step", "iteration": done, "total": config.iterations,
+                                       "loss": loss.item(), "ce": ce.item(), "jr": jr_val.item(), "lr": lr,
+                                       "elapsed_s": now - t0,
+                                       "eta_s": (now - t_session) / (done - start) * (config.iterations - done)})
             if stop["signal"] is not None:
                 break
     bar.close()

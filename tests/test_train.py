@@ -57,14 +57,21 @@ def test_a_run_killed_between_iteration_saves_resumes_from_its_time_based_save(t
     full = fit(cfg, out_dir=tmp_path / "a", show_progress=False)
     monkeypatch.setattr(train, "RESUME_EVERY_S", 0.0)
 
-    def kill(info):
-        if info["kind"] == "step" and info["iteration"] == 40:
-            raise KeyboardInterrupt  # as a kill: after iteration 40 ran, before its save
+    import torch.nn.functional as F
+    real_ce, calls = F.cross_entropy, []
 
+    def killed_in_iteration_41(*a, **k):  # as a kill -9: inside iteration 41, which never ends
+        calls.append(1)
+        if len(calls) == 41:
+            raise KeyboardInterrupt
+        return real_ce(*a, **k)
+
+    monkeypatch.setattr(F, "cross_entropy", killed_in_iteration_41)
     with pytest.raises(KeyboardInterrupt):
-        fit(cfg, out_dir=tmp_path / "b", show_progress=False, progress=kill)
+        fit(cfg, out_dir=tmp_path / "b", show_progress=False)
+    monkeypatch.setattr(F, "cross_entropy", real_ce)
     saved = torch.load(tmp_path / "b" / f"{cfg.key()}.resume.pt", weights_only=True)
-    assert saved["iteration"] == 39
+    assert saved["iteration"] == 40
     resumed = fit(cfg, out_dir=tmp_path / "b", show_progress=False, resume=True)
     sa, sb = full.model.state_dict(), resumed.model.state_dict()
     assert resumed.finished and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -80,34 +87,45 @@ def uninterrupted(tmp_path_factory):
     return fit(SIGNALLED, out_dir=tmp_path_factory.mktemp("uninterrupted"), show_progress=False)
 
 
-@pytest.mark.parametrize("signum, raised", [("SIGINT", KeyboardInterrupt), ("SIGTERM", SystemExit)])
-def test_ctrl_c_or_kill_saves_the_iteration_it_stopped_at_and_resumes_as_uninterrupted(tmp_path, signum, raised,
-                                                                                       uninterrupted):
-    """A real signal to this process at iteration 40 (no save due before 1000): the run ends that iteration,
-    saves the resume file at 40, not at an earlier save, raises as the signal would have, puts the previous
-    handlers back, and the resumed run ends bit-identical to an uninterrupted one."""
+class ScriptStopped(BaseException):
+    """Stands in for Streamlit's StopException, which a click raises inside the app's progress callback."""
+
+
+@pytest.mark.parametrize("how, raised", [("SIGINT", KeyboardInterrupt), ("SIGTERM", SystemExit),
+                                         ("callback", ScriptStopped)])
+def test_ctrl_c_kill_or_a_stopped_caller_saves_the_iteration_it_stopped_at(tmp_path, how, raised, uninterrupted):
+    """A real signal to this process, or an exception from the progress callback, at the end of iteration 40
+    (no save due before 1000): the run saves the resume file at 40, not at an earlier save, raises as the
+    signal or callback would have, puts the previous signal handlers back, and the resumed run ends
+    bit-identical to an uninterrupted one, its history's training-loss means (summed over iterations 26-50
+    across the stop) included."""
     import os
     import signal
 
     cfg, full = SIGNALLED, uninterrupted
-    sig = getattr(signal, signum)
+    sig = getattr(signal, how, signal.SIGINT)
     before = signal.getsignal(sig)
 
-    def send(info):
+    def stop(info):
         if info["kind"] == "step" and info["iteration"] == 40:
+            if how == "callback":
+                raise ScriptStopped
             os.kill(os.getpid(), sig)
 
     with pytest.raises(raised) as exc:
-        fit(cfg, out_dir=tmp_path / "b", show_progress=False, progress=send)
+        fit(cfg, out_dir=tmp_path / "b", show_progress=False, progress=stop)
     if raised is SystemExit:
         assert exc.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(sig) is before
     saved = torch.load(tmp_path / "b" / f"{cfg.key()}.resume.pt", weights_only=True)
     assert saved["iteration"] == 40 and [h["iteration"] for h in saved["history"]] == [25]
+    assert saved["running"]["n"] == 15
     resumed = fit(cfg, out_dir=tmp_path / "b", show_progress=False, resume=True)
     sa, sb = full.model.state_dict(), resumed.model.state_dict()
     assert resumed.finished and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert full.metrics["test_acc"] == resumed.metrics["test_acc"]
+    keys = ("iteration", "train_loss", "train_ce", "train_jr", "test_acc", "jac_fro_normalized")
+    assert [[h[k] for k in keys] for h in resumed.history] == [[h[k] for k in keys] for h in full.history]
 
 
 def test_step_events_carry_elapsed_time_and_a_pace_based_eta_across_a_resume(tmp_path):

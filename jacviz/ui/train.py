@@ -77,8 +77,9 @@ with st.form("train_form"):
         resume = st.checkbox("Continue an interrupted run of the same config", value=True, key="tr_resume")
     submitted = st.form_submit_button("Train", type="primary")
 
-st.caption("Clicking anything while training interrupts the run; its resume file "
-           "(`<hash>.resume.pt`, written every evaluation) lets the same settings continue later.")
+st.caption("Clicking anything while training stops the run and saves its resume file (`<hash>.resume.pt`) "
+           "at the iteration it reached (stopped during an evaluation: at the last save, written every evaluation "
+           "and every 10 minutes); the same settings with *Continue an interrupted run* pick it up.")
 
 if submitted:
     argv = form_argv(model=arch, wd=wd, dropout=dropout, jr=jr, n_proj=n_proj, adv=adv, adv_eps=adv_eps,
