@@ -45,7 +45,7 @@ def _wait_http(url: str, timeout: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         # .ci/run installs chromium and sets JACVIZ_REQUIRE_BROWSER=1: there a missing browser fails
         (pytest.fail if os.environ.get("JACVIZ_REQUIRE_BROWSER") else pytest.skip)(
@@ -56,6 +56,8 @@ def server():
     port = _free_port()
     env = dict(os.environ)
     env.setdefault("JACVIZ_DATA", str(ROOT.parent / "shared" / "data"))
+    user = tmp_path_factory.mktemp("user_checkpoints")  # what the Train page writes stays out of the repository
+    env["JACVIZ_USER_CHECKPOINTS"] = str(user)
     t0 = time.time()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
@@ -64,7 +66,7 @@ def server():
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 120)
-        yield {"url": f"http://127.0.0.1:{port}/", "t0": t0, "proc": proc}
+        yield {"url": f"http://127.0.0.1:{port}/", "t0": t0, "proc": proc, "user_dir": user}
     finally:
         proc.terminate()
         try:
@@ -123,3 +125,37 @@ def test_decision_cells_in_a_real_browser(server):
         docs = ROOT / "docs"
         docs.mkdir(exist_ok=True)
         shutil.copyfile(ARTIFACTS / "decision_cells.png", docs / "screenshot_cells.png")
+
+
+def test_leaving_the_train_page_mid_training_saves_the_iteration_it_reached(server):
+    """A click elsewhere ends the Train page's script with Streamlit's StopException, raised in the
+    progress callback: the run saves its resume file at the iteration it reached (a multiple of 20, the
+    step events), written after the click, not only at the last periodic save (every 600-iteration epoch)."""
+    import torch
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1250})
+        page.goto(server["url"] + "train", timeout=120_000)
+        page.get_by_text("iterations", exact=True).click()
+        page.get_by_label("Iterations", exact=True).fill("20000")
+        page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
+        # click at iteration 40 or later, well before the first evaluation and periodic save (600)
+        page.wait_for_function("() => { const m = /iteration ([0-9,]+)\\//.exec(document.body.innerText);"
+                               " return m && parseInt(m[1].replace(/,/g, '')) >= 40; }", timeout=120_000, polling=100)
+        t_click = time.time()
+        page.get_by_role("link", name="Robustness").first.click()
+        files: list = []
+        end = time.time() + 60
+        while time.time() < end and not files:  # a file written after the click
+            files = [f for f in Path(server["user_dir"]).glob("*.resume.pt") if f.stat().st_mtime >= t_click - 0.5]
+            time.sleep(0.2)
+        assert len(files) == 1, list(Path(server["user_dir"]).iterdir())
+        saved = torch.load(files[0], weights_only=True)  # written by an atomic rename: complete once it is there
+        print(f"\nleft the Train page at iteration {saved['iteration']}: resume file written "
+              f"{files[0].stat().st_mtime - t_click:.2f} s after the click")
+        assert saved["iteration"] >= 40 and saved["iteration"] % 20 == 0
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()
