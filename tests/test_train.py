@@ -83,7 +83,7 @@ SIGNALLED = TrainConfig(iterations=50, milestones=(), eval_every=25, checkpoint_
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """SIGNALLED trained without a stop, for both signals' runs to end equal to."""
+    """SIGNALLED trained without a stop, which every stopped and resumed run must end equal to."""
     return fit(SIGNALLED, out_dir=tmp_path_factory.mktemp("uninterrupted"), show_progress=False)
 
 
