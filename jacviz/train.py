@@ -13,6 +13,7 @@ FGSM amplitudes) from the global generator, whose state the resume file stores.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import signal
 import sys
@@ -79,8 +80,10 @@ def stop_requests(enabled: bool = True):
         if state["signal"] is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         state["signal"] = signum
-        print(f"\njacviz: {signal.Signals(signum).name}; stopping after this iteration to save the resume file "
-              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        # os.write, not print: a handler that prints can land inside tqdm's write to sys.stderr, and the
+        # buffered stream refuses that reentrant call with a RuntimeError
+        os.write(2, f"\njacviz: {signal.Signals(signum).name}; stopping after this iteration to save the resume "
+                    "file (Ctrl-C again to stop at once)\n".encode())
 
     previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
