@@ -40,8 +40,10 @@ from .machine import cpu_model
 ProgressFn = Callable[[dict], None]
 # Also save the resume file after this much wall time since the last save: a ResNet-18 JR step took
 # 3.9 s on the 2-core CPU VM (6-8 s beside other work), so 250 iterations between saves risked 16-33
-# minutes of work to a kill.
-RESUME_EVERY_S = 600.0
+# minutes of work to a kill. The end of a session here kills its trainings without a signal they could
+# catch (no SIGTERM notice in the grid logs of 2026-12-07; they went on from their last saves), so every 5 minutes;
+# a save takes well under a second (a DDNet resume file is 9 MB).
+RESUME_EVERY_S = 300.0
 
 
 @contextmanager

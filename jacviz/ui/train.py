@@ -79,7 +79,7 @@ with st.form("train_form"):
 
 st.caption("Clicking anything while training stops the run and saves its resume file (`<hash>.resume.pt`) "
            "at the iteration it reached (stopped during an evaluation: at the last save, written every evaluation "
-           "and every 10 minutes); the same settings with *Continue an interrupted run* pick it up.")
+           "and every 5 minutes); the same settings with *Continue an interrupted run* pick it up.")
 
 if submitted:
     argv = form_argv(model=arch, wd=wd, dropout=dropout, jr=jr, n_proj=n_proj, adv=adv, adv_eps=adv_eps,
