@@ -1,4 +1,5 @@
-"""Training configuration: a frozen dataclass stored inside every checkpoint (nanoGPT-style)."""
+"""Training configuration: a frozen dataclass stored inside every checkpoint (nanoGPT-style), and how
+recorded step set-ups (checkpoint meta.step_setups) read under later code."""
 from __future__ import annotations
 
 import dataclasses
@@ -173,3 +174,10 @@ PAPER_VARIANTS: dict[str, dict] = {
     "L2+AT": {"weight_decay": 5e-4, "adv_train": True},
     "L2+JR+AT": {"weight_decay": 5e-4, "jr": 0.01, "adv_train": True},
 }
+
+
+def recorded_setup(setup: dict) -> dict:
+    """A step_setups entry with the keys later code added, as the code before them stepped: records
+    written before 2026-12-07 have no 'bn_double_backward' (PyTorch's, or 'unrecorded' with the rest)."""
+    unrecorded = setup.get("memory_format") == "unrecorded"
+    return {"bn_double_backward": "unrecorded" if unrecorded else "torch", **setup}

@@ -184,8 +184,10 @@ def cost_ratio(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
     mode (dropout off) for comparability and its parameter ``.grad`` are cleared afterwards.
     step_setup: how to take the steps, as :func:`jacviz.train.step_setup` says a JR run of this model
       on this device is trained ({'memory_format': 'contiguous' | 'channels_last', 'conv_input_grad':
-      'torch' | 'transposed'}); a copy of the model is timed then, so the model passed in is never
-      changed. None: PyTorch's own double backward in the default layout.
+      'torch' | 'transposed', 'bn_double_backward': ...}); a copy of the model is timed then, so the
+      model passed in is never changed. None: PyTorch's own double backward in the default layout.
+      'bn_double_backward' does not apply: the model is timed in eval mode, where BatchNorm uses its
+      running statistics (an affine map), not the batch's.
 
     Returns {'device', 'machine', 'batch', 'step_setup', 'seconds': {name: s}, 'ratio_to_exact':
              {name: r}, 'ratio_to_plain': {name: r}}.

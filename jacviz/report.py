@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import TrainConfig
+from .config import TrainConfig, recorded_setup
 from .grid import FEWSHOT_K, LAMBDAS, PAPER_ITERATIONS, RESULTS_DIR, REPO_ROOT, TABLE1, DEFENDED, SCHEDULES, is_schedule_study
 
 # Table 1 (test accuracy %, 95% CI over 5 runs full data / 15 runs few-shot) and ||J||_F.
@@ -1277,7 +1277,8 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
     threads column counts the runs at each recorded torch thread count, so a row pooling counts says so).
     Runs on a GPU (checkpoint meta / robustness environment device 'cuda...') are kinds of their own, and
     so are runs trained in channels_last memory (meta memory_format; jacviz.train.step_memory_format), with
-    JR's transposed-convolution input gradients (meta conv_input_grad) or resumed under another of these."""
+    JR's transposed-convolution input gradients (meta conv_input_grad), with BatchNorm's closed-form double
+    backward (meta bn_double_backward) or resumed under another of these."""
     groups: dict[str, list[float]] = {}
     threads: dict[str, list] = {}
 
@@ -1299,7 +1300,10 @@ def timing_rows(runs: list[dict], rob: dict | None = None) -> list[list]:
         fmt = ", channels_last" if env.get("memory_format") == "channels_last" else ""  # faster steps, own row
         if env.get("conv_input_grad") == "transposed":  # JR's faster double backward (jacviz.jr_conv), own row
             fmt += ", transposed-conv JR"
-        recorded = [{k: v for k, v in su.items() if k != "from_iteration"} for su in env.get("step_setups", [])
+        if env.get("bn_double_backward") == "analytic":  # BatchNorm's closed-form double backward, own row
+            fmt += ", analytic-BN JR"
+        recorded = [{k: v for k, v in recorded_setup(su).items() if k != "from_iteration"}
+                    for su in env.get("step_setups", [])
                     if "unrecorded" not in su.values()]  # resume files before 2026-12-07 did not say
         if any(su != recorded[0] for su in recorded):
             fmt += ", step set-up changed mid-run"

@@ -12,7 +12,8 @@
 # Back here, with the folder the call's files came back to (files_at):
 #     python -m jacviz grid --dataset cifar10 --stage collect --merge FILES_AT/cifar10_runs.json
 #     python -m jacviz report
-# and put the ratios of FILES_AT/jr_overhead_resnet18.txt, jr_conv_cuda.txt and stacking_cuda.txt in the README
+# and put the ratios of FILES_AT/jr_overhead_resnet18.txt, jr_conv_cuda.txt, jr_batchnorm_cuda.txt and
+# stacking_cuda.txt in the README
 # (machine, date).
 #
 # Arguments: TOTAL (s) for the whole script: the few-shot training gets what the benchmarks leave of
@@ -44,6 +45,11 @@ DEVICE=${DEVICE:-cuda}  # DEVICE=cpu PYTHON=.venv/bin/python: a dry rehearsal he
 #     on the 2-core CPU VM DDNet's JR step ran 1.39-1.51x faster, ResNet-18's 1.14x)
 [ "$DEVICE" = cuda ] && timeout 60 "$PY" benchmarks/jr_conv.py --models ddnet,resnet18 --batch 100 --steps 20 \
   --rounds 3 --device cuda 2>&1 | tee "$OUT/jr_conv_cuda.txt"
+
+# 1c. Does BatchNorm's closed-form double backward (jacviz.jr_batchnorm) cut ResNet-18's JR step on a GPU, where
+#     PyTorch's launches ~5x the plain step's ops? (<1 min; on the 2-core CPU VM the JR step ran 1.2x faster)
+[ "$DEVICE" = cuda ] && timeout 60 "$PY" benchmarks/jr_batchnorm.py --batch 100,400 --steps 10 --rounds 3 \
+  --device cuda --ops 2>&1 | tee "$OUT/jr_batchnorm_cuda.txt"
 
 # 2. Would stacking the 15 draws of a cell into one vmapped step beat processes? (~1 min)
 [ "$DEVICE" = cuda ] && timeout 90 "$PY" benchmarks/stacking.py --models ddnet --devices cuda --stack 5,15 \

@@ -137,3 +137,29 @@ def test_jr_conv_benchmark_switches_the_model_it_times_and_only_that(monkeypatch
         seen.clear()
         assert jr_conv.timed("ddnet", 2, "1", "channels_last", transposed, 1, torch.device("cpu")) > 0
         assert seen and set(seen) == {want}
+
+
+def test_jr_batchnorm_benchmark_switches_the_layers_it_times_and_counts_fewer_ops(monkeypatch):
+    """jr_batchnorm.py's torch/analytic ratio is only meaningful if 'analytic' timings run inside
+    jacviz.jr_batchnorm.analytic_double_backward and 'torch' ones do not (count the switched
+    BatchNorm layers each timed ResNet-18 step sees); its op count must show the closed form's
+    purpose, fewer ops in a JR step than PyTorch's double backward of BatchNorm."""
+    import jr_batchnorm
+
+    seen = []
+    real = jr_batchnorm._train_step
+
+    def spy(model, *a):
+        seen.append((sum("forward" in m.__dict__ for m in model.modules()),
+                     sum("_conv_forward" in m.__dict__ for m in model.modules())))
+        return real(model, *a)
+    monkeypatch.setattr(jr_batchnorm, "_train_step", spy)
+    cpu = torch.device("cpu")
+    for analytic, transposed, want in ((False, True, (0, 20)), (True, False, (20, 0))):
+        seen.clear()
+        assert jr_batchnorm.step_time(2, "1", analytic, transposed, 1, cpu) > 0
+        assert seen and set(seen) == {want}
+    monkeypatch.undo()
+    ops = {analytic: jr_batchnorm.op_count(2, "1", analytic, False, cpu) for analytic in (False, True)}
+    plain = jr_batchnorm.op_count(2, "plain", False, False, cpu)
+    assert plain < ops[True] < 0.8 * ops[False]

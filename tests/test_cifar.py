@@ -550,7 +550,12 @@ def test_gpu_runs_are_timed_apart_and_named_in_the_report(tmp_path):
     old = json.loads(json.dumps(tr))  # resumed from a file that predates the record: not called a change
     old["key"], old["config"]["seed"], old["metrics"]["train_time_s"] = "0123456786", 96, 3.0
     old["meta"]["step_setups"][0].update(memory_format="unrecorded", conv_input_grad="unrecorded")
-    rows = report.timing_rows(cpu + [gpu, nhwc, tr, old])
+    abn = json.loads(json.dumps(tr))  # with BatchNorm's closed-form double backward, from a record without the key
+    abn["key"], abn["config"]["seed"], abn["metrics"]["train_time_s"] = "0123456785", 95, 2.0
+    abn["meta"]["bn_double_backward"] = "analytic"
+    abn["meta"]["step_setups"] = [dict(abn["meta"]["step_setups"][1], from_iteration=0),
+                                  dict(abn["meta"]["step_setups"][1], from_iteration=5, bn_double_backward="torch")]
+    rows = report.timing_rows(cpu + [gpu, nhwc, tr, old, abn])
     by_kind = {r[0]: r for r in rows}
     # the last column counts the runs at each recorded torch thread count
     assert by_kind["ddnet, few-shot k=1, full batch 10, 10k iterations, no JR"][5] == report.threads_text(
@@ -560,6 +565,7 @@ def test_gpu_runs_are_timed_apart_and_named_in_the_report(tmp_path):
     assert by_kind[cpu_kind + ", channels_last"][1:3] == [1, "7"]
     assert by_kind[cpu_kind + ", channels_last, transposed-conv JR, step set-up changed mid-run"][1:3] == [1, "5"]
     assert by_kind[cpu_kind + ", channels_last, transposed-conv JR"][1:3] == [1, "3"]
+    assert by_kind[cpu_kind + ", channels_last, transposed-conv JR, analytic-BN JR"][1:3] == [1, "2"]
     (tmp_path / "cifar10_runs.json").write_text(json.dumps({**R, "runs": R["runs"] + [gpu]}))
     md = report_cifar.section(tmp_path, png=False)
     bullet = next(line for line in md.splitlines() if line.startswith("- **Few-shot**"))

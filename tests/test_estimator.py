@@ -131,7 +131,7 @@ def test_cost_ratio_steps_as_training_does_on_a_copy(monkeypatch):
     torch.manual_seed(0)
     m = models.build("ddnet")
     setup = train.step_setup(TrainConfig(model="ddnet", dataset="cifar10", jr=0.01), torch.device("cpu"))
-    assert setup == {"memory_format": "channels_last", "conv_input_grad": "transposed"}
+    assert setup == {"memory_format": "channels_last", "conv_input_grad": "transposed", "bn_double_backward": "torch"}
     timed, seen = [], []
     real_ctx, real_pen = estimator.transposed_input_grads, estimator.jacobian_penalty
     monkeypatch.setattr(estimator, "transposed_input_grads",

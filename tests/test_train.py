@@ -1,4 +1,5 @@
 """Training on real MNIST: smoke accuracy, determinism, resume, checkpoints, CLI."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -408,8 +409,15 @@ def test_ddnet_on_the_cpu_trains_channels_last_to_the_same_weights(tmp_path, mon
     assert train.step_memory_format(cfg, cpu) == torch.channels_last
     ddnet_jr = TrainConfig(model="ddnet", dataset="cifar10", jr=0.01)
     assert train.step_memory_format(ddnet_jr, cpu) == torch.channels_last  # with transposed-conv JR steps
-    assert train.step_setup(ddnet_jr, cpu) == {"memory_format": "channels_last", "conv_input_grad": "transposed"}
-    assert train.step_setup(cfg, cpu) == {"memory_format": "channels_last", "conv_input_grad": "torch"}
+    assert train.step_setup(ddnet_jr, cpu) == {"memory_format": "channels_last", "conv_input_grad": "transposed",
+                                               "bn_double_backward": "torch"}
+    assert train.step_setup(cfg, cpu) == {"memory_format": "channels_last", "conv_input_grad": "torch",
+                                          "bn_double_backward": "torch"}
+    resnet_jr = TrainConfig(model="resnet18", dataset="cifar10", jr=0.01)  # BatchNorm's closed form: CPU JR only
+    assert train.step_setup(resnet_jr, cpu) == {"memory_format": "contiguous", "conv_input_grad": "transposed",
+                                                "bn_double_backward": "analytic"}
+    assert train.step_setup(resnet_jr, torch.device("cuda"))["bn_double_backward"] == "torch"
+    assert train.step_setup(dataclasses.replace(resnet_jr, jr=0.0), cpu)["bn_double_backward"] == "torch"
     assert train.step_memory_format(TrainConfig(jr=0.01), cpu) == torch.channels_last  # LeNet', JR or not
     assert train.step_memory_format(TrainConfig(model="resnet18", dataset="cifar10"), cpu) == torch.contiguous_format
     assert train.step_memory_format(cfg, torch.device("cuda")) == torch.contiguous_format
@@ -466,13 +474,22 @@ def test_ddnet_jr_steps_with_transposed_conv_gradients_reach_pytorchs_weights_an
     assert not any("_conv_forward" in m.__dict__ for m in fast.model.modules())
     meta = checkpoints.load(fast.path).meta
     assert (meta["memory_format"], meta["conv_input_grad"]) == ("channels_last", "transposed")
-    assert meta["step_setups"] == [
-        {"from_iteration": 0, "memory_format": "channels_last", "conv_input_grad": "transposed"}]
+    assert meta["step_setups"] == [{"from_iteration": 0, "memory_format": "channels_last",
+                                    "conv_input_grad": "transposed", "bn_double_backward": "torch"}]
     assert checkpoints.load(old.path).meta["conv_input_grad"] == "torch"
     # one iteration the old way, then resumed by the new code
     fit(cfg, out_dir=tmp_path / "mixed", show_progress=False, stop_after=1)
     monkeypatch.undo()
     mixed = fit(cfg, out_dir=tmp_path / "mixed", show_progress=False, resume=True)
     assert checkpoints.load(mixed.path).meta["step_setups"] == [
-        {"from_iteration": 0, "memory_format": "contiguous", "conv_input_grad": "torch"},
-        {"from_iteration": 1, "memory_format": "channels_last", "conv_input_grad": "transposed"}]
+        {"from_iteration": 0, "memory_format": "contiguous", "conv_input_grad": "torch", "bn_double_backward": "torch"},
+        {"from_iteration": 1, "memory_format": "channels_last", "conv_input_grad": "transposed",
+         "bn_double_backward": "torch"}]
+    # a resume file from before 'bn_double_backward' was recorded reads as PyTorch's: no change recorded
+    fit(cfg, out_dir=tmp_path / "older", show_progress=False, stop_after=1)
+    path = tmp_path / "older" / f"{cfg.key()}.resume.pt"
+    st = torch.load(path, weights_only=True)
+    st["step_setups"] = [{k: v for k, v in su.items() if k != "bn_double_backward"} for su in st["step_setups"]]
+    torch.save(st, path)
+    older = fit(cfg, out_dir=tmp_path / "older", show_progress=False, resume=True)
+    assert checkpoints.load(older.path).meta["step_setups"] == meta["step_setups"]
