@@ -84,16 +84,24 @@ def _forward(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch
 
 
 @contextmanager
+def method_shadowed(modules: list[nn.Module], name: str, method) -> Iterator[int]:
+    """Within the block each module's ``name`` is ``partial(method, module)``, an instance attribute
+    that shadows the class's method; on exit (an error included) the class's again. Yields len(modules)."""
+    for m in modules:
+        setattr(m, name, partial(method, m))
+    try:
+        yield len(modules)
+    finally:
+        for m in modules:
+            delattr(m, name)
+
+
+@contextmanager
 def transposed_input_grads(model: nn.Module, enabled: bool = True) -> Iterator[int]:
     """Within the block, ``model``'s plain convolutions take their input gradient as a transposed
     convolution (see the module docstring); yields how many were switched, 0 when not ``enabled``.
 
     Weights, state_dict and outputs are unchanged; on exit the modules are as before."""
     switched = [m for m in model.modules() if switchable(m)] if enabled else []
-    for m in switched:
-        m._conv_forward = partial(_forward, m)  # an instance attribute shadows nn.Conv2d._conv_forward
-    try:
-        yield len(switched)
-    finally:
-        for m in switched:
-            del m._conv_forward
+    with method_shadowed(switched, "_conv_forward", _forward) as n:  # nn.Conv2d._conv_forward
+        yield n
