@@ -357,7 +357,7 @@ def _fit(config: TrainConfig, out_dir: Path | None, progress: ProgressFn | None,
     t_session = last_save = time.perf_counter()
     model.train()
     done = start
-    # the model's convolutions are switched back before it is returned or saved
+    # the model's convolutions and BatchNorm layers are switched back before it is returned or saved
     with (transposed_input_grads(model, enabled=here["conv_input_grad"] == "transposed"),
           analytic_double_backward(model, enabled=here["bn_double_backward"] == "analytic"),
           stop_requests(enabled=resume_path is not None) as stop):
